@@ -1,0 +1,3 @@
+"""preforkd: an nginx-style prefork server for Python."""
+
+__version__ = "0.1.0"

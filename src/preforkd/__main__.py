@@ -1,0 +1,3 @@
+from preforkd.cli import main
+
+main()

@@ -1,0 +1,187 @@
+"""Listening sockets: bind specs, inherited fds (fd://N, systemd), unix socket files.
+
+The master binds everything before forking; workers only accept. Nothing here
+sleeps or exits: errors are ListenError with one line for the user.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+from dataclasses import dataclass
+
+SD_LISTEN_FDS_START = 3
+
+
+class ListenError(Exception):
+    """A listener could not be set up; str(self) names the address and the cause."""
+
+
+@dataclass(frozen=True)
+class BindSpec:
+    kind: str  # "tcp", "unix" or "fd"
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    fd: int = -1
+
+
+def parse_bind(spec: str) -> BindSpec:
+    """Parse `host:port`, `[v6]:port`, `unix:/path` or `fd://N`; ValueError says what is wrong."""
+    if spec.startswith("unix:"):
+        path = spec[5:]
+        if not path:
+            raise ValueError('"unix:/path" with a path')
+        return BindSpec("unix", path=path)
+    if spec.startswith("fd://"):
+        n = spec[5:]
+        if not n.isdigit():
+            raise ValueError('"fd://N" with a file descriptor number')
+        return BindSpec("fd", fd=int(n))
+    if spec.startswith("["):
+        host, sep, port = spec[1:].partition("]:")
+        if not sep:
+            raise ValueError('"[v6-address]:port"')
+    else:
+        host, sep, port = spec.rpartition(":")
+        if not sep or ":" in host:
+            raise ValueError('"host:port", "[v6]:port", "unix:/path" or "fd://N"')
+    if not port.isdigit() or int(port) > 65535:
+        raise ValueError("a port from 0 to 65535")
+    return BindSpec("tcp", host=host or "0.0.0.0", port=int(port))
+
+
+class Listener:
+    """One listening socket and the spec it came from."""
+
+    __slots__ = ("sock", "spec", "unlink_path")
+
+    def __init__(self, sock: socket.socket, spec: str, unlink_path: str = "") -> None:
+        self.sock = sock
+        self.spec = spec
+        self.unlink_path = unlink_path  # unix socket file we created and remove at exit
+
+    @property
+    def name(self) -> str:
+        addr = self.sock.getsockname()
+        if self.sock.family == socket.AF_UNIX:
+            return "unix:" + (addr if isinstance(addr, str) else addr.decode())
+        if self.sock.family == socket.AF_INET6:
+            return f"[{addr[0]}]:{addr[1]}"
+        return f"{addr[0]}:{addr[1]}"
+
+    def close(self, unlink: bool = False) -> None:
+        self.sock.close()
+        if unlink and self.unlink_path:
+            try:
+                os.unlink(self.unlink_path)
+            except OSError:
+                pass
+
+
+def _explain(spec: str, e: OSError) -> ListenError:
+    reason = {
+        errno.EADDRINUSE: "address already in use",
+        errno.EACCES: "permission denied",
+        errno.EADDRNOTAVAIL: "address not available on this host",
+    }.get(e.errno or 0, e.strerror or str(e))
+    return ListenError(f"cannot listen on {spec}: {reason}")
+
+
+def _bind_tcp(spec: str, b: BindSpec, backlog: int) -> Listener:
+    try:
+        infos = socket.getaddrinfo(b.host, b.port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE | socket.AI_NUMERICSERV)
+    except socket.gaierror as e:
+        raise ListenError(f"cannot listen on {spec}: {e.strerror}") from None
+    family, type_, proto, _, addr = infos[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr)
+        sock.listen(backlog)
+    except OSError as e:
+        sock.close()
+        raise _explain(spec, e) from None
+    return Listener(sock, spec)
+
+
+def _remove_stale_unix(path: str, spec: str) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ListenError(f"cannot listen on {spec}: {path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)  # nobody listens: a leftover from a crash
+        return
+    except OSError as e:
+        raise _explain(spec, e) from None
+    finally:
+        probe.close()
+    raise ListenError(f"cannot listen on {spec}: address already in use")
+
+
+def _bind_unix(spec: str, b: BindSpec, backlog: int, mode: int) -> Listener:
+    _remove_stale_unix(b.path, spec)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(b.path)
+        os.chmod(b.path, mode)
+        sock.listen(backlog)
+    except OSError as e:
+        sock.close()
+        raise _explain(spec, e) from None
+    return Listener(sock, spec, unlink_path=b.path)
+
+
+def adopt_fd(fd: int, spec: str) -> Listener:
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as e:
+        raise ListenError(f"cannot use {spec}: {e.strerror}") from None
+    if sock.type != socket.SOCK_STREAM or not sock.getsockopt(socket.SOL_SOCKET,
+                                                              socket.SO_ACCEPTCONN):
+        sock.detach()
+        raise ListenError(f"cannot use {spec}: not a listening stream socket")
+    os.set_inheritable(fd, False)
+    return Listener(sock, spec)
+
+
+def systemd_fds() -> list[int]:
+    """Sockets passed by systemd socket activation, consumed once (env vars removed)."""
+    pid, count = os.environ.pop("LISTEN_PID", ""), os.environ.pop("LISTEN_FDS", "")
+    os.environ.pop("LISTEN_FDNAMES", None)
+    if not count.isdigit() or pid != str(os.getpid()):
+        return []
+    return list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(count)))
+
+
+def open_listeners(binds: tuple[str, ...], backlog: int, unix_mode: int,
+                   inherited: list[int] | None = None) -> list[Listener]:
+    """Bind every spec; inherited fds (systemd) replace the configured binds."""
+    if inherited:
+        return [adopt_fd(fd, f"fd://{fd}") for fd in inherited]
+    listeners: list[Listener] = []
+    try:
+        for spec in binds:
+            b = parse_bind(spec)
+            if b.kind == "tcp":
+                listeners.append(_bind_tcp(spec, b, backlog))
+            elif b.kind == "unix":
+                listeners.append(_bind_unix(spec, b, backlog, unix_mode))
+            else:
+                listeners.append(adopt_fd(b.fd, spec))
+    except BaseException:
+        for listener in listeners:
+            listener.close(unlink=True)
+        raise
+    return listeners

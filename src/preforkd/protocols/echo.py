@@ -1,0 +1,14 @@
+"""The classic event-driven echo server: every byte goes back, in order."""
+
+from __future__ import annotations
+
+from preforkd.protocols.base import Protocol
+
+
+class EchoProtocol(Protocol):
+    __slots__ = ("transport",)
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    # eof_received returns None: the transport sends what is buffered, then closes.

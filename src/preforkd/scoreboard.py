@@ -1,0 +1,107 @@
+"""Shared-memory scoreboard: one fixed-size slot per live worker.
+
+The master maps it (anonymous, shared) before forking, so every worker writes
+its own slot and the master reads all of them without a syscall. A worker
+stamps `heartbeat` from its loop; the master kills one that goes silent.
+Fields are written by one process and read by another without locks: a
+torn read of a counter is harmless, and the heartbeat is a single 8-byte
+aligned store.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass
+
+# pid, index, generation, state, heartbeat, started, requests, accepted,
+# connections, request_started, request (what the worker is busy with)
+_SLOT = struct.Struct("<iiiiddQQIxxxxd96s")
+SLOT_SIZE = 192
+MAX_SLOTS = 1024
+
+OFF_HEARTBEAT = 16
+OFF_REQUESTS = 32
+OFF_ACCEPTED = 40
+OFF_CONNECTIONS = 48
+OFF_REQUEST_STARTED = 56
+OFF_REQUEST = 64
+REQUEST_LEN = 96
+
+_D = struct.Struct("<d")
+_Q = struct.Struct("<Q")
+_I = struct.Struct("<I")
+
+
+@dataclass
+class SlotInfo:
+    slot: int
+    pid: int
+    index: int
+    generation: int
+    heartbeat: float
+    started: float
+    requests: int
+    accepted: int
+    connections: int
+    request_started: float
+    request: str
+
+
+class Scoreboard:
+    def __init__(self, slots: int = MAX_SLOTS) -> None:
+        self.slots = slots
+        self.mem = mmap.mmap(-1, slots * SLOT_SIZE)
+
+    def claim(self, slot: int, pid: int, index: int, generation: int, now: float) -> None:
+        _SLOT.pack_into(self.mem, slot * SLOT_SIZE, pid, index, generation, 1, now, now,
+                        0, 0, 0, 0.0, b"")
+
+    def set_pid(self, slot: int, pid: int) -> None:
+        struct.pack_into("<i", self.mem, slot * SLOT_SIZE, pid)
+
+    def release(self, slot: int) -> None:
+        self.mem[slot * SLOT_SIZE:(slot + 1) * SLOT_SIZE] = bytes(SLOT_SIZE)
+
+    def read(self, slot: int) -> SlotInfo:
+        (pid, index, gen, _state, hb, started, requests, accepted, conns, rstart,
+         request) = _SLOT.unpack_from(self.mem, slot * SLOT_SIZE)
+        return SlotInfo(slot, pid, index, gen, hb, started, requests, accepted, conns,
+                        rstart, request.rstrip(b"\0").decode("latin-1"))
+
+    def heartbeat(self, slot: int) -> float:
+        return _D.unpack_from(self.mem, slot * SLOT_SIZE + OFF_HEARTBEAT)[0]
+
+    def stamp(self, slot: int, now: float) -> None:
+        """Reset the heartbeat (the master does this when it spawns a worker)."""
+        _D.pack_into(self.mem, slot * SLOT_SIZE + OFF_HEARTBEAT, now)
+
+    def view(self, slot: int) -> SlotWriter:
+        return SlotWriter(self.mem, slot * SLOT_SIZE)
+
+
+class SlotWriter:
+    """The worker's handle on its own slot; the hot-path writes are single pack_into calls."""
+
+    __slots__ = ("mem", "base", "requests", "accepted")
+
+    def __init__(self, mem: mmap.mmap, base: int) -> None:
+        self.mem = mem
+        self.base = base
+        self.requests = 0
+        self.accepted = 0
+
+    def beat(self, now: float, connections: int) -> None:
+        _D.pack_into(self.mem, self.base + OFF_HEARTBEAT, now)
+        _I.pack_into(self.mem, self.base + OFF_CONNECTIONS, connections)
+        _Q.pack_into(self.mem, self.base + OFF_REQUESTS, self.requests)
+        _Q.pack_into(self.mem, self.base + OFF_ACCEPTED, self.accepted)
+
+    def busy(self, now: float, what: bytes) -> None:
+        """Name what the worker is doing, so a timeout kill can say which request hung."""
+        _D.pack_into(self.mem, self.base + OFF_REQUEST_STARTED, now)
+        end = self.base + OFF_REQUEST
+        self.mem[end:end + REQUEST_LEN] = what[:REQUEST_LEN].ljust(REQUEST_LEN, b"\0")
+
+    def idle(self) -> None:
+        _D.pack_into(self.mem, self.base + OFF_REQUEST_STARTED, 0.0)

@@ -1,0 +1,232 @@
+"""Socket transport in asyncio's shape: send now, buffer only the rest.
+
+Writes go straight to the socket; what the kernel does not take waits in a
+bytearray and the fd is watched for writability only while that buffer is
+non-empty. Above HIGH_WATER the protocol is told to pause_writing (the
+default protocol then pauses reading), so a client that never reads costs at
+most one buffer, not unbounded memory.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+READ_SIZE = 65536
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+
+
+class Transport:
+    __slots__ = ("_loop", "_sock", "_fd", "protocol", "_buffer", "_closing", "_lost",
+                 "_reading", "_protocol_paused", "_on_close", "_eof_after_flush",
+                 "_file", "_tail")
+
+    def __init__(self, loop: Any, sock: socket.socket, protocol: Any,
+                 on_close: Callable[[Transport], Any]) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._fd = sock.fileno()
+        self.protocol = protocol
+        self._buffer = bytearray()
+        self._closing = False
+        self._lost = False
+        self._reading = True
+        self._protocol_paused = False
+        self._eof_after_flush = False
+        self._file: list | None = None  # [fd, offset, remaining] while a sendfile runs
+        self._tail = bytearray()  # written while a file was in flight
+        self._on_close = on_close
+
+    def start(self) -> None:
+        self._loop.add_reader(self._fd, self._read_ready)
+        self.protocol.connection_made(self)
+
+    # -- reading -----------------------------------------------------------
+    def _read_ready(self) -> None:
+        try:
+            data = self._sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._force_close(exc)
+            return
+        if data:
+            self.protocol.data_received(data)
+            return
+        self._loop.remove_reader(self._fd)
+        self._reading = False
+        if not self.protocol.eof_received():
+            self.close()
+
+    def pause_reading(self) -> None:
+        if self._reading and not self._closing:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
+
+    def resume_reading(self) -> None:
+        if not self._reading and not self._closing:
+            self._reading = True
+            self._loop.add_reader(self._fd, self._read_ready)
+
+    @property
+    def is_reading(self) -> bool:
+        return self._reading
+
+    # -- writing -----------------------------------------------------------
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing:
+            return
+        if self._file is not None:  # keep order: after the file in flight
+            self._tail += data
+            return
+        if not self._buffer:
+            try:
+                n = self._sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as exc:
+                self._force_close(exc)
+                return
+            if n == len(data):
+                return
+            data = memoryview(data)[n:]
+            self._loop.add_writer(self._fd, self._write_ready)
+        self._buffer += data
+        if not self._protocol_paused and len(self._buffer) > HIGH_WATER:
+            self._protocol_paused = True
+            self.protocol.pause_writing()
+
+    def sendfile(self, fd: int, offset: int, count: int) -> None:
+        """Send `count` bytes of file `fd` from `offset` with os.sendfile, after buffered data.
+
+        The caller keeps `fd` open until the protocol sees the buffer drained."""
+        if self._closing or count <= 0:
+            return
+        if self._file is not None:
+            raise RuntimeError("a sendfile is already in flight")
+        self._file = [fd, offset, count]
+        if not self._buffer:
+            self._loop.add_writer(self._fd, self._write_ready)
+
+    def _write_ready(self) -> None:
+        if self._buffer:
+            try:
+                n = self._sock.send(self._buffer)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._force_close(exc)
+                return
+            del self._buffer[:n]
+            if self._buffer:
+                return
+        if self._file is not None and not self._send_file():
+            return
+        if self._buffer:  # the tail written during the file
+            return
+        self._loop.remove_writer(self._fd)
+        if self._protocol_paused:
+            self._protocol_paused = False
+            self.protocol.resume_writing()
+        if self._closing:
+            self._connection_lost(None)
+        elif self._eof_after_flush:
+            self._shutdown_write()
+
+    def _send_file(self) -> bool:
+        """Returns True once the file is fully sent."""
+        f = self._file
+        assert f is not None
+        try:
+            n = os.sendfile(self._fd, f[0], f[1], min(f[2], 1 << 20))
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            self._force_close(exc)
+            return False
+        if n == 0:  # the file shrank under us; nothing more will come
+            self._force_close(None)
+            return False
+        f[1] += n
+        f[2] -= n
+        if f[2] > 0:
+            return False
+        self._file = None
+        if self._tail:
+            self._buffer, self._tail = self._tail, self._buffer
+            return False
+        return True
+
+    def get_write_buffer_size(self) -> int:
+        return len(self._buffer) + (self._file[2] if self._file else 0)
+
+    def write_eof(self) -> None:
+        """Half-close: FIN after the buffered data is out; reading goes on."""
+        if self._buffer or self._file:
+            self._eof_after_flush = True
+        else:
+            self._shutdown_write()
+
+    def _shutdown_write(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    # -- closing -----------------------------------------------------------
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        """Stop reading; close once the buffer is sent."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
+        if not self._buffer and self._file is None:
+            self._loop.call_soon(self._connection_lost, None)
+
+    def abort(self) -> None:
+        self._force_close(None)
+
+    def _force_close(self, exc: Exception | None) -> None:
+        if self._lost:
+            return
+        if self._buffer or self._file is not None:
+            self._buffer.clear()
+            self._tail.clear()
+            self._file = None
+            self._loop.remove_writer(self._fd)
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
+        self._closing = True
+        self._loop.call_soon(self._connection_lost, exc)
+
+    def _connection_lost(self, exc: Exception | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self._loop.remove_writer(self._fd)
+        try:
+            self.protocol.connection_lost(exc)
+        finally:
+            self._sock.close()
+            self._on_close(self)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        try:
+            if name == "peername":
+                return self._sock.getpeername()
+            if name == "sockname":
+                return self._sock.getsockname()
+        except OSError:
+            return default
+        if name == "socket":
+            return self._sock
+        return default

@@ -1,0 +1,259 @@
+"""The worker process: one event loop serving the shared listeners.
+
+Theory of operation
+-------------------
+The master forks us with the listeners, our end of a socketpair (the
+channel) and a slot in the shared scoreboard. We build everything else
+fresh: signal pipe, event loop, protocol factory (importing the app here,
+never in the master). Then we tell the master READY and run the loop.
+
+- Listeners are registered with EPOLLEXCLUSIVE: one connection wakes one
+  worker. We accept in batches until EAGAIN, stop at worker_connections and
+  on EMFILE/ENFILE (retry on a timer), keeping what we already serve.
+- The channel carries the master's commands (graceful, fast, reopen); EOF on
+  it means the master died, and we exit rather than hold the port.
+- A timer stamps our heartbeat every HEARTBEAT_INTERVAL; if the loop blocks,
+  the stamps stop and the master kills us.
+- Graceful stop: stop watching the listeners, take what already sits in the
+  accept queue, close the listeners, ask each protocol to close when idle,
+  and exit when the last connection is gone or graceful_timeout passes.
+"""
+
+from __future__ import annotations
+
+import errno
+import faulthandler
+import os
+import signal
+import socket
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from preforkd import logs
+from preforkd.config import Config
+from preforkd.listeners import Listener
+from preforkd.loader import LoadError, protocol_factory
+from preforkd.loop import Loop
+from preforkd.process import (
+    CMD_FAST,
+    CMD_GRACEFUL,
+    CMD_REOPEN,
+    EX_APP,
+    EX_OK,
+    MSG_ERROR,
+    MSG_READY,
+    set_title,
+)
+from preforkd.scoreboard import SlotWriter
+from preforkd.signals import WORKER_SIGNALS, SignalPipe
+from preforkd.transport import Transport
+
+log = logs.log
+
+HEARTBEAT_INTERVAL = 0.5
+ACCEPT_BATCH = 1024  # per wake-up, so one busy listener cannot starve the rest of the loop
+EMFILE_BACKOFF = 0.5
+_RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+class WorkerProcess:
+    def __init__(self, config: Config, listeners: list[Listener], index: int, generation: int,
+                 slot: SlotWriter, channel: socket.socket) -> None:
+        self.config = config
+        self.listeners = listeners
+        self.index = index
+        self.generation = generation
+        self.slot = slot
+        self.channel = channel
+        self.loop = Loop()
+        self.connections: set[Transport] = set()
+        self.factory: Callable[[], Any] | None = None
+        self.accepting = False
+        self.stopping = False
+        self.exit_code = EX_OK
+        self._resume_timer: Any = None
+        self._last_emfile_log = 0.0
+
+    # -- boot ---------------------------------------------------------------
+    def run(self) -> int:
+        set_title(f"worker {self.index} [gen {self.generation}]")
+        self.signals = SignalPipe(WORKER_SIGNALS)
+        # The master's timeout kill is SIGABRT: faulthandler prints where we were stuck.
+        faulthandler.enable(all_threads=True)
+        try:
+            self.factory = protocol_factory(self.config, self)
+        except LoadError as e:
+            log.error("worker=%d event=boot-failed error=%s\n%s", self.index, e, e.detail)
+            self._send(MSG_ERROR + b" " + str(e).encode("utf-8", "replace").replace(b"\n", b" "))
+            return EX_APP
+        self.channel.setblocking(False)
+        self.loop.add_reader(self.channel.fileno(), self._channel_readable)
+        self.loop.add_reader(self.signals.fileno(), self._signals_readable)
+        for listener in self.listeners:
+            listener.sock.setblocking(False)
+        self._start_accepting()
+        self._beat()
+        self._send(MSG_READY)
+        log.debug("worker=%d gen=%d event=ready", self.index, self.generation)
+        self.loop.run()
+        return self.exit_code
+
+    def _send(self, msg: bytes) -> None:
+        try:
+            self.channel.sendall(msg + b"\n")
+        except OSError:
+            pass  # the master is gone; the channel's EOF will stop us
+
+    def _beat(self) -> None:
+        self.slot.beat(self.loop.now, len(self.connections))
+        self.loop.call_later(HEARTBEAT_INTERVAL, self._beat)
+
+    # -- accepting ------------------------------------------------------------
+    def _start_accepting(self) -> None:
+        if self.accepting or self.stopping:
+            return
+        self.accepting = True
+        for listener in self.listeners:
+            self.loop.add_exclusive_reader(listener.sock.fileno(),
+                                           partial(self._accept, listener.sock))
+
+    def _stop_accepting(self) -> None:
+        if not self.accepting:
+            return
+        self.accepting = False
+        for listener in self.listeners:
+            self.loop.remove_reader(listener.sock.fileno())
+
+    def _accept(self, sock: socket.socket) -> None:
+        room = self.config.worker_connections - len(self.connections)
+        for _ in range(min(room, ACCEPT_BATCH)):
+            try:
+                conn, _addr = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in _RESOURCE_ERRORS:
+                    self._pause_accepting(e)
+                    return
+                if e.errno == errno.ECONNABORTED:
+                    continue  # the client gave up while queued
+                raise
+            self._serve(conn)
+        if len(self.connections) >= self.config.worker_connections:
+            self._stop_accepting()  # _connection_closed resumes below the cap
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.setblocking(False)
+        if conn.family != socket.AF_UNIX:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.slot.accepted += 1
+        transport = Transport(self.loop, conn, self.factory(), self._connection_closed)
+        self.connections.add(transport)
+        try:
+            transport.start()
+        except Exception:
+            log.exception("worker=%d event=protocol-error", self.index)
+            transport.abort()
+
+    def _pause_accepting(self, e: OSError) -> None:
+        now = self.loop.now
+        if now - self._last_emfile_log > 10.0:  # rate-limited: this can fire thousands of times
+            self._last_emfile_log = now
+            log.warning("worker=%d event=accept-paused error=%s connections=%d",
+                        self.index, errno.errorcode.get(e.errno or 0, e), len(self.connections))
+        self._stop_accepting()
+        if self._resume_timer is None:
+            self._resume_timer = self.loop.call_later(EMFILE_BACKOFF, self._resume_after_backoff)
+
+    def _resume_after_backoff(self) -> None:
+        self._resume_timer = None
+        self._start_accepting()
+
+    def _connection_closed(self, transport: Transport) -> None:
+        self.connections.discard(transport)
+        if self.stopping:
+            if not self.connections:
+                self.loop.stop()
+        elif not self.accepting and self._resume_timer is None:
+            self._start_accepting()
+
+    # -- commands -------------------------------------------------------------
+    def _channel_readable(self) -> None:
+        try:
+            data = self.channel.recv(64)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            log.warning("worker=%d event=master-gone action=exit", self.index)
+            self.loop.remove_reader(self.channel.fileno())
+            self.stop_fast()
+            return
+        for cmd in (data[i:i + 1] for i in range(len(data))):
+            if cmd == CMD_GRACEFUL:
+                self.stop_graceful()
+            elif cmd == CMD_FAST:
+                self.stop_fast()
+            elif cmd == CMD_REOPEN:
+                logs.reopen(self.config.error_log)
+
+    def _signals_readable(self) -> None:
+        for sig in self.signals.drain():
+            if sig == signal.SIGINT:
+                self.stop_fast()
+            elif sig == signal.SIGUSR1:
+                logs.reopen(self.config.error_log)
+            else:
+                self.stop_graceful()
+
+    def stop_graceful(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        log.debug("worker=%d event=draining connections=%d", self.index, len(self.connections))
+        self._stop_accepting()
+        for listener in self.listeners:
+            # What already sits in the accept queue was meant for us (EPOLLEXCLUSIVE woke
+            # only us for it): serve it rather than leave it to wait for another wake-up.
+            self._drain_accept_queue(listener.sock)
+            listener.sock.close()
+        for transport in list(self.connections):
+            transport.protocol.close_when_idle()
+        if not self.connections:
+            self.loop.stop()
+            return
+        self.loop.call_later(self.config.graceful_timeout, self._graceful_expired)
+
+    def _drain_accept_queue(self, sock: socket.socket) -> None:
+        while len(self.connections) < self.config.worker_connections:
+            try:
+                conn, _addr = sock.accept()
+            except OSError:
+                return
+            self._serve(conn)
+
+    def _graceful_expired(self) -> None:
+        log.warning("worker=%d event=graceful-timeout aborted=%d", self.index,
+                    len(self.connections))
+        self.stop_fast()
+
+    def stop_fast(self) -> None:
+        self.stopping = True
+        self._stop_accepting()
+        for transport in list(self.connections):
+            transport.abort()
+        self.loop.stop()
+
+
+def worker_main(config: Config, listeners: list[Listener], index: int, generation: int,
+                slot: SlotWriter, channel: socket.socket) -> int:
+    try:
+        return WorkerProcess(config, listeners, index, generation, slot, channel).run()
+    except Exception:
+        log.exception("worker=%d event=crashed", index)
+        return 1
+    finally:
+        for handler in log.handlers:
+            handler.flush()
