@@ -74,7 +74,9 @@ def _bool(v: Any) -> bool:
 
 def _workers(v: Any) -> int:
     if v == "auto":
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if hasattr(os, "sched_getaffinity"):
+            return len(os.sched_getaffinity(0))
+        return os.cpu_count() or 1
     try:
         return _int(1, 512)(v)
     except ValueError:
@@ -85,7 +87,8 @@ def _binds(v: Any) -> tuple[str, ...]:
     from preforkd.listeners import parse_bind
 
     items = [v] if isinstance(v, str) else v
-    if not isinstance(items, (list, tuple)) or not items or not all(isinstance(i, str) for i in items):
+    if (not isinstance(items, (list, tuple)) or not items
+            or not all(isinstance(i, str) for i in items)):
         raise ValueError('an address or a list of addresses ("host:port", "[v6]:port", '
                          '"unix:/path", "fd://N")')
     for item in items:
@@ -149,7 +152,8 @@ FIELDS: tuple[Field, ...] = (
     Field("backlog", _int(1, 65535), 2048, "listen backlog"),
     Field("unix_socket_mode", _mode, 0o660, "file mode of unix: listeners"),
     Field("worker_connections", _int(1), 10000, "connections one worker serves at once"),
-    Field("rlimit_nofile", _int(0), 0, "open-file limit to set; 0 raises the soft limit to the hard"),
+    Field("rlimit_nofile", _int(0), 0,
+          "open-file limit to set; 0: raise the soft limit to the hard"),
     Field("timeout", _seconds(allow_zero=False), 30.0,
           "kill a worker whose event loop is silent this long"),
     Field("graceful_timeout", _seconds(), 30.0,

@@ -11,7 +11,7 @@ from preforkd.config import Config
 
 
 class LoadError(Exception):
-    """The application or protocol cannot be loaded; str(self) is one line, `detail` the traceback."""
+    """The app or protocol cannot be loaded: str(self) is one line, `detail` the traceback."""
 
     def __init__(self, message: str, detail: str = "") -> None:
         super().__init__(message)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import errno
 import faulthandler
-import os
 import signal
 import socket
 from collections.abc import Callable

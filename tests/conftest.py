@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import resource
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from harness import Server  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _raise_nofile() -> None:
+    # The load tests hold thousands of client sockets in this process.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start preforkd with extra CLI args; every server is stopped, reaped and its log checked."""
+    started: list[Server] = []
+
+    def start(*args: str, config: str | None = None, bind: bool = True) -> Server:
+        d = tmp_path / f"s{len(started)}"
+        d.mkdir()
+        srv = Server(d, list(args), config=config, bind=bind)
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.cleanup()
+    for srv in started:
+        srv.assert_clean_log()

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import pytest
+
+from preforkd import config
+from preforkd.config import FIELDS, ConfigError
+
+
+def test_defaults():
+    cfg = config.load()
+    assert cfg.bind == ("127.0.0.1:8000",)
+    assert cfg.workers >= 1
+    assert cfg.worker_connections >= 10000
+    assert cfg.signals == "default"
+
+
+def test_file_then_command_line(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('workers = 3\nbind = ["127.0.0.1:9000", "unix:/tmp/x.sock"]\ntimeout = 5\n')
+    cfg = config.load(str(p))
+    assert (cfg.workers, cfg.bind, cfg.timeout) == (3, ("127.0.0.1:9000", "unix:/tmp/x.sock"), 5.0)
+    cfg = config.load(str(p), {"workers": "7"})
+    assert cfg.workers == 7 and cfg.timeout == 5.0
+    assert cfg.config_path == str(p)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("workers = -3", 'workers: expected a positive integer (up to 512) or "auto", got -3'),
+    ("workers = true", "workers: expected a positive integer"),
+    ('workers = "many"', "got 'many'"),
+    ("timeout = 0", "timeout: expected a number of seconds > 0, got 0"),
+    ('log_level = "loud"', 'log_level: expected one of "debug", "info"'),
+    ('signals = "bsd"', 'signals: expected one of "default", "nginx", got \'bsd\''),
+    ('bind = "localhost"', 'bind: expected "host:port"'),
+    ('bind = "127.0.0.1:99999"', "bind: expected a port from 0 to 65535"),
+    ("bind = []", "bind: expected an address or a list of addresses"),
+    ('unix_socket_mode = "rw"', 'unix_socket_mode: expected an octal file mode'),
+    ('app = "nocolon"', 'app: expected "module:callable"'),
+    ("worker_connections = 0", "worker_connections: expected an integer >= 1, got 0"),
+    ("graceful_timeout = -1", "graceful_timeout: expected a number of seconds >= 0"),
+])
+def test_file_errors_name_file_key_value_and_expectation(tmp_path, text, message):
+    p = tmp_path / "c.toml"
+    p.write_text(text + "\n")
+    with pytest.raises(ConfigError) as e:
+        config.load(str(p))
+    assert str(e.value).startswith(f"{p}: ")
+    assert message in str(e.value)
+
+
+def test_unknown_key_suggests(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("graceful_timout = 3\n")
+    with pytest.raises(ConfigError, match='unknown key "graceful_timout" '
+                                          r'\(did you mean "graceful_timeout"\?\)'):
+        config.load(str(p))
+    p.write_text("zzz = 3\n")
+    with pytest.raises(ConfigError, match=r'unknown key "zzz"$'):
+        config.load(str(p))
+
+
+def test_command_line_errors_name_the_flag():
+    with pytest.raises(ConfigError, match="^--worker-connections: expected an integer >= 1"):
+        config.load("", {"worker_connections": "none"})
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        config.load(str(tmp_path / "nope.toml"))
+    p = tmp_path / "bad.toml"
+    p.write_text("workers = \n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        config.load(str(p))
+
+
+def test_workers_auto_is_usable_cpus():
+    import os
+
+    assert config.load("", {"workers": "auto"}).workers == len(os.sched_getaffinity(0))
+
+
+def test_describe_round_trips(tmp_path):
+    cfg = config.load("", {"workers": "3", "bind": ("unix:/tmp/a b.sock",), "daemon": True})
+    p = tmp_path / "printed.toml"
+    p.write_text(cfg.describe())
+    again = config.load(str(p))
+    assert again.replace(config_path="") == cfg
+
+
+def test_shipped_config_lists_every_key_with_its_default():
+    import tomllib
+    from pathlib import Path
+
+    shipped = Path(__file__).parents[2] / "conf" / "preforkd.toml"
+    text = shipped.read_text()
+    for f in FIELDS:
+        assert f"# {f.key} = " in text or f"\n{f.key} = " in text, f.key
+    # the commented-out defaults, uncommented, are the built-in defaults
+    lines = [ln[2:] for ln in text.splitlines() if ln.startswith("# ") and " = " in ln
+             and ln[2:].split(" = ")[0] in config.FIELDS_BY_KEY]
+    values = tomllib.loads("\n".join(lines))
+    defaults = config.load()
+    for key, value in values.items():
+        if key != "workers":
+            assert config.FIELDS_BY_KEY[key].parse(value) == getattr(defaults, key), key
+
+
+def test_control_path_sits_beside_the_pid_file():
+    assert config.control_path_for("/run/preforkd.pid") == "/run/preforkd.ctl"
+    assert config.control_path_for("/run/pf") == "/run/pf.ctl"

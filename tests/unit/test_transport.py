@@ -1,0 +1,127 @@
+"""The transport over a real socketpair, driven by a real loop."""
+
+from __future__ import annotations
+
+import socket
+
+from preforkd.loop import Loop
+from preforkd.protocols.base import Protocol
+from preforkd.transport import HIGH_WATER, Transport
+
+
+class Recorder(Protocol):
+    def __init__(self):
+        self.data = bytearray()
+        self.events = []
+
+    def data_received(self, data):
+        self.data += data
+
+    def eof_received(self):
+        self.events.append("eof")
+        return True  # keep open for writing
+
+    def connection_lost(self, exc):
+        self.events.append(("lost", exc))
+
+    def pause_writing(self):
+        self.events.append("pause")
+        super().pause_writing()
+
+    def resume_writing(self):
+        self.events.append("resume")
+        super().resume_writing()
+
+
+def make():
+    loop = Loop()
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    closed = []
+    proto = Recorder()
+    t = Transport(loop, a, proto, closed.append)
+    t.start()
+    return loop, t, proto, b, closed
+
+
+def tick(loop):
+    loop.call_later(0.001, loop.stop)
+    loop.run()
+
+
+def run_until(loop, pred, limit=200):
+    for _ in range(limit):
+        if pred():
+            return
+        loop.call_later(0.01, loop.stop)
+        loop.run()
+    raise AssertionError("condition not reached")
+
+
+def test_reads_and_half_close():
+    loop, t, proto, peer, closed = make()
+    peer.sendall(b"hello")
+    peer.shutdown(socket.SHUT_WR)
+    run_until(loop, lambda: "eof" in proto.events)
+    assert bytes(proto.data) == b"hello"
+    t.write(b"bye")
+    t.close()
+    run_until(loop, lambda: closed)
+    assert peer.recv(10) == b"bye" and peer.recv(10) == b""
+    assert proto.events[-1] == ("lost", None)
+
+
+def test_backpressure_pauses_reading_and_resumes():
+    loop, t, proto, peer, closed = make()
+    peer.setblocking(False)
+    big = b"x" * (HIGH_WATER * 3)
+    t.write(big)
+    assert "pause" in proto.events and not t.is_reading
+    got = bytearray()
+    for _ in range(10000):
+        if len(got) >= len(big):
+            break
+        tick(loop)
+        try:
+            got += peer.recv(1 << 20)
+        except BlockingIOError:
+            pass
+    run_until(loop, lambda: "resume" in proto.events)
+    assert t.is_reading and got == big
+    t.abort()
+    run_until(loop, lambda: closed)
+
+
+def test_sendfile_then_tail_in_order(tmp_path):
+    loop, t, proto, peer, closed = make()
+    f = tmp_path / "f"
+    f.write_bytes(b"0123456789" * 100000)
+    fd = open(f, "rb")
+    t.write(b"head:")
+    t.sendfile(fd.fileno(), 5, 999990)
+    t.write(b":tail")
+    t.close()
+    got = bytearray()
+    peer.settimeout(0)
+    for _ in range(10000):
+        tick(loop)
+        try:
+            chunk = peer.recv(1 << 20)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            break
+        got += chunk
+    assert bytes(got) == b"head:" + f.read_bytes()[5:999995] + b":tail"
+    fd.close()
+
+
+def test_abort_drops_buffer_and_reports_once():
+    loop, t, proto, peer, closed = make()
+    peer.close()
+    t.write(b"x" * 10)
+    t.abort()
+    t.abort()
+    run_until(loop, lambda: closed)
+    lost = [e for e in proto.events if isinstance(e, tuple)]
+    assert len(lost) == 1 and isinstance(lost[0][1], (BrokenPipeError, type(None)))
