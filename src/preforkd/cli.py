@@ -17,6 +17,7 @@ from preforkd import __version__, logs, pidfile
 from preforkd import config as configmod
 from preforkd.config import FIELDS, Config, ConfigError, control_path_for
 from preforkd.listeners import ListenError, open_listeners, systemd_fds
+from preforkd.process import resolve_user
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -59,6 +60,10 @@ def start(config_path: str, **options: Any) -> None:
     from preforkd.master import Master
 
     cfg, overrides = load_config(config_path, options)
+    try:
+        resolve_user(cfg.user, cfg.group)
+    except ValueError as e:
+        fail(str(e))
     try:
         pidfile.check_free(cfg.pid)
         listeners = open_listeners(cfg.bind, cfg.backlog, cfg.unix_socket_mode,

@@ -53,6 +53,8 @@ from preforkd.process import (
     MSG_ERROR,
     MSG_READY,
     describe_status,
+    drop_privileges,
+    resolve_user,
     set_title,
 )
 from preforkd.scoreboard import Scoreboard
@@ -133,6 +135,11 @@ class Master:
         self.signals = SignalPipe(self.actions)
         self.selector.register(self.signals.fileno(), selectors.EVENT_READ, self._read_signals)
         self.control = self._open_control()
+        ids = resolve_user(self.config.user, self.config.group)
+        if ids is not None:
+            keep = [self.config.pid, self.config.control_path]
+            drop_privileges(ids, keep + ([self.config.error_log]
+                                         if self.config.error_log != "-" else []))
         try:
             log.info("event=started pid=%d workers=%d listen=%s", self.pid, self.num_workers,
                      ",".join(lst.name for lst in self.listeners))

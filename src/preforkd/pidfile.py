@@ -15,7 +15,7 @@ def read(path: str) -> int | None:
     try:
         with open(path) as f:
             text = f.read().strip()
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # missing, or unreadable after a privilege drop: not ours to judge
         return None
     return int(text) if text.isdigit() else None
 

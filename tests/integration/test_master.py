@@ -379,3 +379,111 @@ def test_daemon_mode(tmp_path):
     finally:
         if alive(master):
             os.kill(master, signal.SIGKILL)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_user_drop_after_binding(server, tmp_path):
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    os.chmod(tmp_path, 0o755)
+    srv = server("-w", "1", "--protocol", "echo", "--user", "nobody")
+    (worker,) = srv.wait_ready(1)
+
+    def uid(pid: int) -> int:
+        with open(f"/proc/{pid}/status") as f:
+            return int(next(ln for ln in f if ln.startswith("Uid:")).split()[1])
+
+    assert uid(worker) == nobody.pw_uid
+    assert uid(srv.pid) == nobody.pw_uid
+    assert srv.pidfile.stat().st_uid == nobody.pw_uid
+    with connect(srv) as s:
+        echo_roundtrip(s, b"as nobody")
+    result = srv.cli("reload")  # the control socket still answers after the drop
+    assert result.returncode == 0, result.stderr
+
+
+def test_unknown_user_is_a_clear_error(tmp_path):
+    import subprocess
+    import sys
+
+    from harness import env_for_server
+
+    r = subprocess.run([sys.executable, "-m", "preforkd", "start", "--user", "no-such-user-x"],
+                       capture_output=True, text=True, env=env_for_server(), cwd=tmp_path,
+                       timeout=20)
+    assert r.returncode == 1
+    assert "user: no such user 'no-such-user-x'" in r.stderr
+
+
+def test_check_command(tmp_path):
+    import subprocess
+    import sys
+
+    from harness import env_for_server
+
+    def check(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "preforkd", "check", *args],
+                              capture_output=True, text=True, env=env_for_server(),
+                              cwd=tmp_path, timeout=20)
+
+    ok = check("-b", "127.0.0.1:0", "--protocol", "echo", "--print")
+    assert ok.returncode == 0, ok.stderr
+    assert 'protocol = "echo"' in ok.stdout and "is ok" in ok.stdout
+    broken = check("-b", "127.0.0.1:0", "--protocol", "brokenapp:Protocol")
+    assert broken.returncode == 1
+    assert "cannot load brokenapp:Protocol: RuntimeError: this app is broken" in broken.stderr
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    busy = check("-b", f"127.0.0.1:{holder.getsockname()[1]}", "--protocol", "echo")
+    holder.close()
+    assert busy.returncode == 1 and "address already in use" in busy.stderr
+
+
+def test_systemd_socket_activation(server, tmp_path):
+    import subprocess
+    import sys
+
+    from harness import env_for_server
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    port = sock.getsockname()[1]
+    fd = sock.fileno()
+    pid = tmp_path / "sd.pid"
+    # what systemd does: the socket as fd 3, LISTEN_PID naming the exec'ed process
+    script = (f"import os, sys; os.dup2({fd}, 3); os.close({fd}); "
+              f"os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1'); "
+              f"os.execv(sys.executable, [sys.executable, '-m', 'preforkd', 'start', '-w', '1', "
+              f"'--protocol', 'echo', '--pid', {str(pid)!r}, '-b', '127.0.0.1:1'])")
+    log = open(tmp_path / "sd.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-c", script], pass_fds=(fd,), env=env_for_server(),
+                            stdout=log, stderr=log, start_new_session=True)
+    sock.close()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            echo_roundtrip(s, b"activated")  # served on the passed socket, not on port 1
+        assert _refused(("127.0.0.1", 1))  # the passed socket replaced the bind list
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+        log.close()
+    assert "Traceback" not in (tmp_path / "sd.log").read_text()
+
+
+def test_accept_pauses_at_fd_limit_and_keeps_serving(server):
+    """A worker out of file descriptors stops accepting, serves what it has, resumes later."""
+    srv = server("-w", "1", "--protocol", "echo", "--rlimit-nofile", "64")
+    srv.wait_ready(1)
+    socks = []
+    for _ in range(80):  # more than the worker can hold; the rest wait in the backlog
+        socks.append(socket.create_connection(srv.address, timeout=5))
+    wait_until(lambda: "accept-paused" in srv.log(), what="accept paused on EMFILE")
+    echo_roundtrip(socks[0], b"still served")
+    for s in socks[:40]:
+        s.close()
+    for s in socks[40:]:  # once fds free up, the queued connections are served
+        echo_roundtrip(s, b"late but served")
+        s.close()
