@@ -107,6 +107,12 @@ def _mode(v: Any) -> int:
     return v
 
 
+def _path(v: Any) -> str:
+    if not isinstance(v, str) or (v and not v.startswith("/")) or any(c in v for c in "? \r\n"):
+        raise ValueError('"" or a path starting with "/" (no query, no spaces)')
+    return v
+
+
 def _target(v: Any) -> str:
     if not isinstance(v, str) or (v and ":" not in v):
         raise ValueError('"module:callable"')
@@ -142,7 +148,7 @@ FIELDS: tuple[Field, ...] = (
           short="-b", multiple=True),
     Field("workers", _workers, "auto", 'number of worker processes, or "auto" (usable CPUs)',
           short="-w"),
-    Field("protocol", _protocol, "echo", 'what workers speak: "http", "echo" or "module:factory"'),
+    Field("protocol", _protocol, "http", 'what workers speak: "http", "echo" or "module:factory"'),
     Field("app", _target, "", "WSGI application as module:callable (default: the welcome app)"),
     Field("pid", _str, "preforkd.pid", "pid file; the control socket sits beside it (.ctl)",
           short="-p"),
@@ -158,6 +164,25 @@ FIELDS: tuple[Field, ...] = (
           "kill a worker whose event loop is silent this long"),
     Field("graceful_timeout", _seconds(), 30.0,
           "on graceful stop or reload, time given to in-flight connections before KILL"),
+    Field("header_timeout", _seconds(allow_zero=False), 20.0,
+          "the whole request header must arrive within this (slowloris): 408"),
+    Field("body_timeout", _seconds(allow_zero=False), 60.0,
+          "longest pause between two reads of a request body: 408"),
+    Field("keepalive_timeout", _seconds(allow_zero=False), 75.0,
+          "close an idle keep-alive connection after this (above load balancers' 60 s)"),
+    Field("write_timeout", _seconds(allow_zero=False), 60.0,
+          "abort a connection whose client reads none of its response for this long"),
+    Field("max_request_line_bytes", _int(64, 1 << 20), 8192, "longer request target: 414"),
+    Field("max_header_bytes", _int(256, 1 << 24), 65536, "larger header section: 431"),
+    Field("max_header_count", _int(1, 10000), 100, "more header fields: 431"),
+    Field("max_body_bytes", _int(0), 100 * 1024 * 1024, "larger request body: 413"),
+    Field("body_buffer_bytes", _int(0), 256 * 1024,
+          "request bodies up to this stay in memory; larger ones spill to a temp file"),
+    Field("health_path", _path, "/healthz",
+          'answered by the worker: 200 "ok", 503 while draining; "" turns it off'),
+    Field("status_path", _path, "", "per-worker JSON status; off unless set"),
+    Field("access_log", _str, "", 'access log file, "-" for stdout; "" (default) is off'),
+    Field("access_log_format", _choice("combined", "json"), "combined", "access log format"),
     Field("signals", _choice("default", "nginx"), "default",
           '"nginx": TERM is a fast stop and QUIT graceful; default: TERM graceful'),
     Field("user", _str, "", "user to run workers as (master started as root)"),
@@ -183,6 +208,19 @@ class Config:
     rlimit_nofile: int
     timeout: float
     graceful_timeout: float
+    header_timeout: float
+    body_timeout: float
+    keepalive_timeout: float
+    write_timeout: float
+    max_request_line_bytes: int
+    max_header_bytes: int
+    max_header_count: int
+    max_body_bytes: int
+    body_buffer_bytes: int
+    health_path: str
+    status_path: str
+    access_log: str
+    access_log_format: str
     signals: str
     user: str
     group: str

@@ -7,10 +7,12 @@ open + dup2 in each process.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 import time
+from typing import Any
 
 log = logging.getLogger("preforkd")
 
@@ -55,3 +57,82 @@ def reopen(path: str) -> None:
     sys.stderr.flush()
     os.dup2(fd, 2)
     os.close(fd)
+
+
+class AccessLog:
+    """One line per request, combined (with rt_us= and worker=) or JSON lines.
+
+    Buffered: lines go out when 64 KiB collect, on the worker's 1 s sweep, on
+    reopen (USR1) and at exit. Off (enabled False) costs one attribute check."""
+
+    def __init__(self, path: str, fmt: str, worker: int) -> None:
+        self.path = path
+        self.enabled = bool(path)
+        self.json = fmt == "json"
+        self.worker = worker
+        self._file: Any = None
+        self._stamp_second = -1
+        self._stamp = ""
+        if self.enabled:
+            self._open()
+
+    @classmethod
+    def open(cls, path: str, fmt: str, worker: int) -> AccessLog:
+        return cls(path, fmt, worker)
+
+    def _open(self) -> None:
+        if self.path == "-":
+            self._file = os.fdopen(os.dup(1), "ab", buffering=65536)
+        else:
+            self._file = open(self.path, "ab", buffering=65536)  # noqa: SIM115
+
+    def log(self, remote: str, req: Any, resp: Any, seconds: float) -> None:
+        now = time.time()
+        second = int(now)
+        if second != self._stamp_second:
+            self._stamp_second = second
+            self._stamp = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(now))
+        referer = agent = "-"
+        for name, value in req.headers:
+            if len(name) == 7 and name.lower() == b"referer":
+                referer = value.decode("latin-1")
+            elif len(name) == 10 and name.lower() == b"user-agent":
+                agent = value.decode("latin-1")
+        method = req.method.decode("latin-1")
+        target = req.target.decode("latin-1")
+        status = resp.status[:3] if resp.status else "-"
+        us = int(seconds * 1e6)
+        if self.json:
+            line = json.dumps({"time": self._stamp, "remote": remote, "method": method,
+                               "target": target, "protocol": f"HTTP/{req.version}",
+                               "status": int(status) if status.isdigit() else 0,
+                               "bytes": resp.sent, "referer": referer, "user_agent": agent,
+                               "duration_us": us, "worker": self.worker})
+        else:
+            line = (f'{remote or "-"} - - [{self._stamp}] "{method} {target} HTTP/{req.version}" '
+                    f'{status} {resp.sent} "{_quote(referer)}" "{_quote(agent)}" '
+                    f"rt_us={us} worker={self.worker}")
+        self._file.write(line.encode("utf-8", "replace") + b"\n")
+
+    def flush(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.flush()
+            except OSError:
+                pass
+
+    def reopen(self) -> None:
+        if self._file is not None:
+            self.flush()
+            self._file.close()
+            self._open()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self.flush()
+            self._file.close()
+            self._file = None
+
+
+def _quote(s: str) -> str:
+    return s.replace("\\", "\\\\").replace('"', '\\"')

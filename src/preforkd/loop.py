@@ -151,6 +151,7 @@ class Loop:
             else:
                 timeout = -1.0
             events = poll(timeout)
+            self.now = monotonic()
             for fd, ev in events:
                 if ev & _READ_EVENTS:
                     cb = readers.get(fd)
@@ -161,7 +162,7 @@ class Loop:
                     if cb is not None:
                         cb()
             if timers:
-                now = self.now = monotonic()
+                now = self.now
                 while timers and timers[0].when <= now:
                     timer = heapq.heappop(timers)
                     if not timer.cancelled:

@@ -240,7 +240,7 @@ class Master:
                 self._close_in_child()
                 restore(mask)
                 code = worker_main(self.config, self.listeners, index, generation,
-                                   self.scoreboard.view(slot_no), worker_end)
+                                   self.scoreboard, slot_no, worker_end)
             finally:
                 os._exit(code)
         restore(mask)

@@ -22,10 +22,11 @@ LOW_WATER = 64 * 1024
 class Transport:
     __slots__ = ("_loop", "_sock", "_fd", "protocol", "_buffer", "_closing", "_lost",
                  "_reading", "_protocol_paused", "_on_close", "_eof_after_flush",
-                 "_file", "_tail")
+                 "_file", "_tail", "peername")
 
     def __init__(self, loop: Any, sock: socket.socket, protocol: Any,
-                 on_close: Callable[[Transport], Any]) -> None:
+                 on_close: Callable[[Transport], Any], peername: Any = None) -> None:
+        self.peername = peername  # from accept(): no getpeername() call needed
         self._loop = loop
         self._sock = sock
         self._fd = sock.fileno()
@@ -36,7 +37,7 @@ class Transport:
         self._reading = True
         self._protocol_paused = False
         self._eof_after_flush = False
-        self._file: list | None = None  # [fd, offset, remaining] while a sendfile runs
+        self._file: list | None = None  # [fd, offset, remaining, on_done] while sending
         self._tail = bytearray()  # written while a file was in flight
         self._on_close = on_close
 
@@ -99,15 +100,19 @@ class Transport:
             self._protocol_paused = True
             self.protocol.pause_writing()
 
-    def sendfile(self, fd: int, offset: int, count: int) -> None:
+    def sendfile(self, fd: int, offset: int, count: int,
+                 on_done: Callable[[], Any] | None = None) -> None:
         """Send `count` bytes of file `fd` from `offset` with os.sendfile, after buffered data.
 
-        The caller keeps `fd` open until the protocol sees the buffer drained."""
+        `on_done` runs once the last byte is handed to the kernel; the caller keeps
+        `fd` open until then (or until connection_lost)."""
         if self._closing or count <= 0:
+            if on_done is not None:
+                self._loop.call_soon(on_done)
             return
         if self._file is not None:
             raise RuntimeError("a sendfile is already in flight")
-        self._file = [fd, offset, count]
+        self._file = [fd, offset, count, on_done]
         if not self._buffer:
             self._loop.add_writer(self._fd, self._write_ready)
 
@@ -155,10 +160,11 @@ class Transport:
         if f[2] > 0:
             return False
         self._file = None
-        if self._tail:
+        if self._tail:  # what was written during the file goes next, before anything new
             self._buffer, self._tail = self._tail, self._buffer
-            return False
-        return True
+        if f[3] is not None:
+            f[3]()
+        return not self._buffer and self._file is None
 
     def get_write_buffer_size(self) -> int:
         return len(self._buffer) + (self._file[2] if self._file else 0)
@@ -222,7 +228,7 @@ class Transport:
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         try:
             if name == "peername":
-                return self._sock.getpeername()
+                return self.peername if self.peername is not None else self._sock.getpeername()
             if name == "sockname":
                 return self._sock.getsockname()
         except OSError:

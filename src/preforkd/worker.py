@@ -44,7 +44,7 @@ from preforkd.process import (
     MSG_READY,
     set_title,
 )
-from preforkd.scoreboard import SlotWriter
+from preforkd.scoreboard import Scoreboard
 from preforkd.signals import WORKER_SIGNALS, SignalPipe
 from preforkd.transport import Transport
 
@@ -58,12 +58,13 @@ _RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 class WorkerProcess:
     def __init__(self, config: Config, listeners: list[Listener], index: int, generation: int,
-                 slot: SlotWriter, channel: socket.socket) -> None:
+                 scoreboard: Scoreboard, slot_no: int, channel: socket.socket) -> None:
         self.config = config
+        self.scoreboard = scoreboard
+        self.slot = scoreboard.view(slot_no)
         self.listeners = listeners
         self.index = index
         self.generation = generation
-        self.slot = slot
         self.channel = channel
         self.loop = Loop()
         self.connections: set[Transport] = set()
@@ -71,6 +72,8 @@ class WorkerProcess:
         self.accepting = False
         self.stopping = False
         self.exit_code = EX_OK
+        self.on_reopen: list[Callable[[], Any]] = []  # protocols' own files (access log)
+        self.on_exit: list[Callable[[], Any]] = []
         self._resume_timer: Any = None
         self._last_emfile_log = 0.0
 
@@ -96,6 +99,8 @@ class WorkerProcess:
         self._send(MSG_READY)
         log.debug("worker=%d gen=%d event=ready", self.index, self.generation)
         self.loop.run()
+        for hook in self.on_exit:
+            hook()
         return self.exit_code
 
     def _send(self, msg: bytes) -> None:
@@ -128,7 +133,7 @@ class WorkerProcess:
         room = self.config.worker_connections - len(self.connections)
         for _ in range(min(room, ACCEPT_BATCH)):
             try:
-                conn, _addr = sock.accept()
+                conn, addr = sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
@@ -138,16 +143,16 @@ class WorkerProcess:
                 if e.errno == errno.ECONNABORTED:
                     continue  # the client gave up while queued
                 raise
-            self._serve(conn)
+            self._serve(conn, addr)
         if len(self.connections) >= self.config.worker_connections:
             self._stop_accepting()  # _connection_closed resumes below the cap
 
-    def _serve(self, conn: socket.socket) -> None:
+    def _serve(self, conn: socket.socket, addr: Any) -> None:
         conn.setblocking(False)
         if conn.family != socket.AF_UNIX:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.slot.accepted += 1
-        transport = Transport(self.loop, conn, self.factory(), self._connection_closed)
+        transport = Transport(self.loop, conn, self.factory(), self._connection_closed, addr)
         self.connections.add(transport)
         try:
             transport.start()
@@ -196,16 +201,21 @@ class WorkerProcess:
             elif cmd == CMD_FAST:
                 self.stop_fast()
             elif cmd == CMD_REOPEN:
-                logs.reopen(self.config.error_log)
+                self.reopen_logs()
 
     def _signals_readable(self) -> None:
         for sig in self.signals.drain():
             if sig == signal.SIGINT:
                 self.stop_fast()
             elif sig == signal.SIGUSR1:
-                logs.reopen(self.config.error_log)
+                self.reopen_logs()
             else:
                 self.stop_graceful()
+
+    def reopen_logs(self) -> None:
+        logs.reopen(self.config.error_log)
+        for hook in self.on_reopen:
+            hook()
 
     def stop_graceful(self) -> None:
         if self.stopping:
@@ -228,10 +238,10 @@ class WorkerProcess:
     def _drain_accept_queue(self, sock: socket.socket) -> None:
         while len(self.connections) < self.config.worker_connections:
             try:
-                conn, _addr = sock.accept()
+                conn, addr = sock.accept()
             except OSError:
                 return
-            self._serve(conn)
+            self._serve(conn, addr)
 
     def _graceful_expired(self) -> None:
         log.warning("worker=%d event=graceful-timeout aborted=%d", self.index,
@@ -247,9 +257,10 @@ class WorkerProcess:
 
 
 def worker_main(config: Config, listeners: list[Listener], index: int, generation: int,
-                slot: SlotWriter, channel: socket.socket) -> int:
+                scoreboard: Scoreboard, slot_no: int, channel: socket.socket) -> int:
     try:
-        return WorkerProcess(config, listeners, index, generation, slot, channel).run()
+        return WorkerProcess(config, listeners, index, generation, scoreboard, slot_no,
+                             channel).run()
     except Exception:
         log.exception("worker=%d event=crashed", index)
         return 1

@@ -1,0 +1,245 @@
+"""Sans-I/O HTTP/1.1 server connection: bytes in, events out; response heads as bytes.
+
+Theory of operation
+-------------------
+HttpConnection owns no socket, clock or logger. `receive_data(bytes)` feeds
+httptools (llhttp, strict), whose callbacks only build Request objects and
+append events. `next_event()` returns, in order:
+
+- CONTINUE       the current request sent `Expect: 100-continue` and its
+                 body will be accepted: the caller sends `100 Continue`;
+- a Request      complete, body included (the app never waits for I/O);
+- an HttpError   the client broke the protocol or a limit: answer with its
+                 status and close; nothing after it is parsed;
+- NEED_DATA      nothing more until more bytes arrive.
+
+Limits are checked as bytes arrive, so memory is bounded by the limits and
+not by what a client chooses to send. Bodies past `body_buffer_bytes` spill
+to an anonymous temporary file.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import httptools
+
+
+class _Sentinel:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+NEED_DATA = _Sentinel("NEED_DATA")
+CONTINUE = _Sentinel("CONTINUE")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_request_line_bytes: int = 8192
+    max_header_bytes: int = 65536
+    max_header_count: int = 100
+    max_body_bytes: int = 100 * 1024 * 1024
+    body_buffer_bytes: int = 256 * 1024
+
+
+class HttpError(Exception):
+    """A request that gets an error response and a closed connection (also an event)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class Request:
+    __slots__ = ("method", "target", "version", "headers", "keep_alive", "body",
+                 "body_size", "content_length", "expect", "chunked", "header_bytes")
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.target = b""
+        self.version = "1.1"
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.keep_alive = True
+        self.body: Any = b""  # bytes, bytearray, or a spooled file past body_buffer_bytes
+        self.body_size = 0
+        self.content_length = -1
+        self.expect = b""
+        self.chunked = False
+        self.header_bytes = 0
+
+    def body_file(self) -> Any:
+        """The body as a readable binary file positioned at 0."""
+        if isinstance(self.body, (bytes, bytearray)):
+            import io
+
+            return io.BytesIO(self.body)
+        self.body.seek(0)
+        return self.body
+
+
+# Header names whose value the connection itself needs, found by length first (cheap).
+_CONTENT_LENGTH = b"content-length"
+_TRANSFER_ENCODING = b"transfer-encoding"
+_EXPECT = b"expect"
+_WATCHED_LENGTHS = frozenset((len(_CONTENT_LENGTH), len(_TRANSFER_ENCODING), len(_EXPECT)))
+
+
+class HttpConnection:
+    __slots__ = ("limits", "_parser", "_events", "_request", "_url", "_in_headers",
+                 "_failed", "_header_count", "_head_bytes", "eof")
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._parser = httptools.HttpRequestParser(self)
+        self._events: deque[Any] = deque()
+        self._request: Request | None = None
+        self._url: list[bytes] = []
+        self._in_headers = False
+        self._failed = False
+        self._header_count = 0
+        self._head_bytes = 0  # bytes fed while a header section was incomplete
+        self.eof = False
+
+    @property
+    def in_request(self) -> bool:
+        """Part of a request has arrived and its end has not."""
+        return self._request is not None
+
+    @property
+    def receiving_headers(self) -> bool:
+        return self._in_headers
+
+    @property
+    def has_events(self) -> bool:
+        return bool(self._events)
+
+    def receive_data(self, data: bytes) -> None:
+        if self._failed:
+            return
+        if self._request is None or self._in_headers:
+            self._head_bytes += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Upgrades (WebSocket, h2c) are not served: answer the request, then close.
+            if self._events and isinstance(self._events[-1], Request):
+                self._events[-1].keep_alive = False
+            self._failed = True
+        except httptools.HttpParserCallbackError as e:
+            err = e.__context__
+            self._fail(err if isinstance(err, HttpError) else HttpError(400, str(err)))
+        except httptools.HttpParserError as e:
+            detail = str(e)
+            self._fail(HttpError(400, detail))
+            return
+        # llhttp holds a partial header line itself, unbounded: cap what we let it hold.
+        if self._in_headers and self._head_bytes > self.limits.max_header_bytes:
+            self._fail(HttpError(431, "header section too large"))
+
+    def receive_eof(self) -> None:
+        """The client half-closed: a request cut short is an error (answered, then closed)."""
+        self.eof = True
+        if self._request is not None and not self._failed:
+            self._fail(HttpError(400, "connection closed in the middle of a request"))
+
+    def _fail(self, error: HttpError) -> None:
+        self._failed = True
+        self._in_headers = False
+        self._request = None
+        self._events.append(error)
+
+    def next_event(self) -> Any:
+        if self._events:
+            return self._events.popleft()
+        return NEED_DATA
+
+    # -- httptools callbacks (they only record) -------------------------------------
+    def on_message_begin(self) -> None:
+        self._request = Request()
+        self._url = []
+        self._in_headers = True
+        self._header_count = 0
+
+    def on_url(self, part: bytes) -> None:
+        req = self._request
+        req.header_bytes += len(part)
+        if req.header_bytes > self.limits.max_request_line_bytes:
+            raise HttpError(414, "request target too long")
+        self._url.append(part)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        req = self._request
+        req.header_bytes += len(name) + len(value) + 4
+        self._header_count += 1
+        if req.header_bytes > self.limits.max_header_bytes:
+            raise HttpError(431, "header section too large")
+        if self._header_count > self.limits.max_header_count:
+            raise HttpError(431, "too many header fields")
+        if not self._in_headers:
+            return  # a chunked trailer: counted against the limits, not passed on
+        if len(name) in _WATCHED_LENGTHS:
+            lower = name.lower()
+            if lower == _CONTENT_LENGTH:
+                req.content_length = int(value)  # llhttp has validated the digits
+            elif lower == _TRANSFER_ENCODING:
+                req.chunked = True  # llhttp rejects any other final coding
+            elif lower == _EXPECT:
+                req.expect = value.lower()
+        req.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        req = self._request
+        parser = self._parser
+        self._in_headers = False
+        self._head_bytes = 0
+        req.target = self._url[0] if len(self._url) == 1 else b"".join(self._url)
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise HttpError(505, f"HTTP/{version} is not supported")
+        req.version = version
+        req.method = parser.get_method()
+        req.keep_alive = parser.should_keep_alive()
+        if req.content_length > self.limits.max_body_bytes:
+            raise HttpError(413, "request body too large")
+        if req.expect:
+            if req.expect != b"100-continue":
+                raise HttpError(417, "unsupported expectation")
+            if req.content_length > 0 or req.chunked:
+                self._events.append(CONTINUE)
+
+    def on_body(self, data: bytes) -> None:
+        req = self._request
+        size = req.body_size + len(data)
+        if size > self.limits.max_body_bytes:
+            raise HttpError(413, "request body too large")
+        req.body_size = size
+        body = req.body
+        if not body:
+            req.body = data  # the common case: the whole body in one piece, no copy
+        elif isinstance(body, (bytes, bytearray)):
+            if size > self.limits.body_buffer_bytes:
+                spill = tempfile.TemporaryFile()
+                spill.write(body)
+                spill.write(data)
+                req.body = spill
+            elif isinstance(body, bytes):
+                req.body = bytearray(body) + data
+            else:
+                body += data
+        else:
+            body.write(data)
+
+    def on_message_complete(self) -> None:
+        req = self._request
+        self._request = None
+        self._events.append(req)

@@ -1,0 +1,473 @@
+"""HTTP/1.1 protocol: the one place where bytes from the socket meet the WSGI app.
+
+Theory of operation
+-------------------
+Each connection has an HttpConnection (sans-I/O parser) and runs its events
+in order: a Request runs the app synchronously and writes the response; the
+next pipelined request waits until that response is fully handed to the
+transport. A streamed body is pulled from the app only while the transport
+accepts more (pause_writing stops the pull, resume_writing continues it), so
+a slow reader never makes the worker buffer a whole large response.
+
+Timers cost nothing per request: each connection keeps one `deadline`
+(a float) and its `phase`; HttpServer sweeps all connections once a second
+and acts on the expired ones (408 for a slow header or body, a quiet close
+for an idle keep-alive, abort for a client that stopped reading).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from preforkd import __version__, logs
+from preforkd.config import Config
+from preforkd.http.connection import CONTINUE, NEED_DATA, HttpConnection, HttpError, Limits, Request
+from preforkd.http.wsgi import (
+    AppError,
+    FileWrapper,
+    Response,
+    base_environ,
+    build_environ,
+    close_iterable,
+)
+from preforkd.loader import import_target
+from preforkd.protocols.base import Protocol
+
+log = logs.log
+
+SWEEP_INTERVAL = 1.0
+
+# phases
+IDLE, HEADERS, BODY, RESPONDING, CLOSED = range(5)
+
+REASONS = {400: "Bad Request", 404: "Not Found", 408: "Request Timeout",
+           413: "Content Too Large", 414: "URI Too Long", 417: "Expectation Failed",
+           431: "Request Header Fields Too Large", 500: "Internal Server Error",
+           503: "Service Unavailable", 505: "HTTP Version Not Supported"}
+
+
+class HttpServer:
+    """Per-worker state shared by all HTTP connections: app, limits, clock, sweep."""
+
+    def __init__(self, config: Config, worker: Any) -> None:
+        self.config = config
+        self.worker = worker
+        self.app = load_app(config.app)
+        self.limits = Limits(config.max_request_line_bytes, config.max_header_bytes,
+                             config.max_header_count, config.max_body_bytes,
+                             config.body_buffer_bytes)
+        self.health_path = config.health_path.encode("latin-1")
+        self.status_path = config.status_path.encode("latin-1")
+        self.protocols: set[HttpProtocol] = set()
+        self.access = logs.AccessLog.open(config.access_log, config.access_log_format,
+                                          worker.index if worker else 0)
+        self.environ_extra = {
+            "preforkd.worker": worker.index if worker else 0,
+            "preforkd.generation": worker.generation if worker else 0,
+            "preforkd.version": __version__,
+        }
+        self.extra_head = b""
+        self._date = 0
+        if worker is not None:
+            self._tick()
+            worker.loop.call_later(SWEEP_INTERVAL, self._sweep)
+            worker.on_reopen.append(self.access.reopen)
+            worker.on_exit.append(self.access.close)
+
+    def _tick(self) -> None:
+        now = int(time.time())
+        if now != self._date:
+            self._date = now
+            date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))
+            self.extra_head = f"date: {date}\r\nserver: preforkd\r\n".encode()
+
+    def _sweep(self) -> None:
+        loop = self.worker.loop
+        now = loop.now
+        self._tick()
+        for proto in [p for p in self.protocols if p.deadline and p.deadline <= now]:
+            proto.deadline_passed()
+        self.access.flush()
+        loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    @property
+    def draining(self) -> bool:
+        return self.worker is not None and self.worker.stopping
+
+    def make_protocol(self) -> HttpProtocol:
+        return HttpProtocol(self)
+
+    def status_document(self) -> bytes:
+        sb = self.worker.scoreboard
+        now = time.monotonic()
+        workers = []
+        for slot in range(sb.slots):
+            info = sb.read(slot)
+            if info.pid:
+                workers.append({"index": info.index, "pid": info.pid,
+                                "generation": info.generation, "requests": info.requests,
+                                "accepted": info.accepted, "connections": info.connections,
+                                "heartbeat_age": round(now - info.heartbeat, 3)})
+        return json.dumps({"version": __version__, "workers": workers}).encode()
+
+
+def load_app(spec: str) -> Callable[..., Any]:
+    app = import_target(spec or "preforkd.examples.welcome:app")
+    if not callable(app):
+        from preforkd.loader import LoadError
+
+        raise LoadError(f"cannot load {spec}: not callable")
+    return app
+
+
+def http_factory(config: Config, worker: Any) -> Callable[[], HttpProtocol]:
+    return HttpServer(config, worker).make_protocol
+
+
+class HttpProtocol(Protocol):
+    __slots__ = ("server", "transport", "conn", "phase", "deadline", "base_env", "paused",
+                 "response", "result", "body_iter", "request", "started")
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.conn = HttpConnection(server.limits)
+        self.phase = IDLE
+        self.deadline = 0.0
+        self.paused = False
+        self.response: Response | None = None
+        self.result: Any = None
+        self.body_iter: Iterator[bytes] | None = None
+        self.request: Request | None = None
+        self.started = 0.0
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        server = self.server
+        server.protocols.add(self)
+        sockname = transport.get_extra_info("sockname")
+        if isinstance(sockname, tuple):
+            name, port = sockname[0], str(sockname[1])
+        else:
+            name, port = "localhost", ""
+        self.base_env = base_environ(name, port, transport.peername, "http",
+                                     server.environ_extra)
+        self.deadline = server.worker.loop.now + server.config.header_timeout
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.phase = CLOSED
+        self.deadline = 0.0
+        self.server.protocols.discard(self)
+        if self.result is not None:  # the client left mid-response: the app still gets close()
+            self._close_result()
+
+    # -- input -------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        conn.receive_data(data)
+        if self.phase == RESPONDING:
+            if conn.has_events:
+                # Pipelined requests while a response streams: stop reading until we
+                # get to them, so the queue stays one read long.
+                self.transport.pause_reading()
+            return
+        self._process()
+
+    def eof_received(self) -> bool:
+        self.conn.receive_eof()
+        if self.phase != RESPONDING:
+            self._process()
+        return True  # a response in flight still goes out; _settle closes after it
+
+    def _process(self) -> None:
+        """Run queued events until one needs more data or a response is in flight."""
+        conn = self.conn
+        while self.phase != RESPONDING and self.phase != CLOSED:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                self._settle()
+                return
+            if event is CONTINUE:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            elif type(event) is Request:
+                self.handle_request(event)
+            else:
+                self.send_error(event.status, event.detail)
+
+    def _settle(self) -> None:
+        """Between requests or inside one: pick the phase and its deadline."""
+        conn, server = self.conn, self.server
+        now = server.worker.loop.now
+        if conn.eof or (server.draining and not conn.in_request):
+            self.transport.close()
+            self.phase = CLOSED
+            return
+        if not conn.in_request:
+            if self.phase != IDLE or not self.deadline:
+                self.phase = IDLE
+                self.deadline = now + server.config.keepalive_timeout
+        elif conn.receiving_headers:
+            if self.phase != HEADERS or not self.deadline:
+                self.phase = HEADERS  # the whole header section gets header_timeout
+                self.deadline = now + server.config.header_timeout
+        else:
+            self.phase = BODY  # body_timeout runs between reads
+            self.deadline = now + server.config.body_timeout
+        if not self.paused and not self.transport.is_reading:
+            self.transport.resume_reading()
+
+    # -- requests ------------------------------------------------------------------
+    def handle_request(self, req: Request) -> None:
+        self.phase = RESPONDING
+        self.deadline = 0.0
+        self.request = req
+        server = self.server
+        slot = server.worker.slot
+        slot.requests += 1
+        if server.access.enabled:
+            self.started = time.monotonic()
+        target = req.target
+        if server.health_path and target.partition(b"?")[0] == server.health_path:
+            if server.draining:
+                self.send_simple(req, "503 Service Unavailable", b"draining\n")
+            else:
+                self.send_simple(req, "200 OK", b"ok\n")
+            return
+        if server.status_path and target.partition(b"?")[0] == server.status_path:
+            self.send_simple(req, "200 OK", server.status_document(), "application/json")
+            return
+        slot.busy(server.worker.loop.now, req.method + b" " + target[:80])
+        self.run_app(req)
+
+    def send_simple(self, req: Request, status: str, body: bytes,
+                    content_type: str = "text/plain") -> None:
+        resp = self._new_response(req)
+        resp.status = status
+        resp.headers = [("content-type", content_type)]
+        self.response = resp
+        head = resp.head(len(body))
+        self.transport.write(head if resp.head_only else head + body)
+        resp.sent = len(body)
+        self._finish()
+
+    def _new_response(self, req: Request) -> Response:
+        resp = Response(req.version, req.method == b"HEAD", self.server.extra_head)
+        if not req.keep_alive or self.server.draining:
+            resp.close = True
+        return resp
+
+    def run_app(self, req: Request) -> None:
+        resp = self._new_response(req)
+        self.response = resp
+        env = build_environ(self.base_env, req)
+        transport = self.transport
+
+        def write(data: bytes) -> None:
+            if not resp.head_sent:
+                transport.write(resp.head(-1))
+            chunk = resp.frame(data)
+            if chunk:
+                transport.write(chunk)
+
+        try:
+            result = self.result = self.server.app(env, self._start_response(resp, write))
+            if type(result) is list and len(result) == 1 and not resp.head_sent:
+                body = result[0]
+                try:
+                    head = resp.head(len(body))
+                    chunk = resp.frame(body)
+                    resp.end()
+                except AppError:
+                    resp.head_sent = False  # nothing went out: a clean 500 is still possible
+                    raise
+                transport.write(head + chunk if chunk else head)
+                self._finish()
+                return
+            if type(result) is FileWrapper and not resp.head_sent and self._send_file(result):
+                return
+            self.body_iter = iter(result)
+        except Exception as e:
+            self._app_failed(e)
+            return
+        self._pull_body()
+
+    @staticmethod
+    def _start_response(resp: Response, write: Callable[[bytes], None]) -> Callable[..., Any]:
+        def start_response(status: str, headers: list, exc_info: Any = None) -> Any:
+            resp.start_response(status, headers, exc_info)
+            return write
+
+        return start_response
+
+    def _pull_body(self) -> None:
+        """Write body chunks until the iterator ends or the transport asks us to pause."""
+        resp, transport, it = self.response, self.transport, self.body_iter
+        assert resp is not None and it is not None
+        try:
+            if not resp.head_sent:
+                # Look one chunk ahead: a body of one chunk still gets a Content-Length.
+                first = next(it, None)
+                if first is None:
+                    transport.write(resp.head(0))
+                else:
+                    second = next(it, None)
+                    if second is None:
+                        try:
+                            data = resp.head(len(first)) + resp.frame(first)
+                        except AppError:
+                            resp.head_sent = False
+                            raise
+                        transport.write(data)
+                    else:
+                        data = resp.head(-1) + resp.frame(first)
+                        try:
+                            data += resp.frame(second)
+                        finally:
+                            transport.write(data)  # what is right goes out before the error
+                        if self.paused:
+                            return
+                        self._pull_rest(it)
+                        return
+            else:
+                self._pull_rest(it)
+                return
+            transport.write(resp.end())
+        except Exception as e:
+            self._app_failed(e)
+            return
+        self._finish()
+
+    def _pull_rest(self, it: Iterator[bytes]) -> None:
+        resp, transport = self.response, self.transport
+        assert resp is not None
+        for data in it:
+            chunk = resp.frame(data)
+            if chunk:
+                transport.write(chunk)
+            if self.paused or self.phase == CLOSED:
+                return  # resume_writing continues from here
+        end = resp.end()
+        if end:
+            transport.write(end)
+        self._finish()
+
+    def _send_file(self, wrapper: FileWrapper) -> bool:
+        span = wrapper.sendfile_span()
+        if span is None:
+            return False
+        fd, offset, count = span
+        resp = self.response
+        assert resp is not None
+        head = resp.head(count)
+        if resp.content_length >= 0:
+            if resp.content_length > count:
+                raise AppError(f"Content-Length {resp.content_length} is past the end "
+                               f"of the file ({count} bytes)")
+            count = resp.content_length
+        self.transport.write(head)
+        if resp.head_only or count == 0:
+            self._finish()
+        else:
+            resp.sent = count
+            self.transport.sendfile(fd, offset, count, self._file_sent)
+        return True
+
+    def _file_sent(self) -> None:
+        self._finish()
+        self._process()
+
+    def _app_failed(self, e: Exception) -> None:
+        resp, req = self.response, self.request
+        what = f"{req.method.decode()} {req.target.decode('latin-1')}" if req else "?"
+        if isinstance(e, AppError):
+            log.error("event=app-error request=%r error=%s", what, e)
+        else:
+            log.error("event=app-exception request=%r", what, exc_info=e)
+        if resp is not None and resp.head_sent:
+            self._close_result()
+            self.transport.abort()  # mid-body: only a broken connection tells the truth
+            self.phase = CLOSED
+        else:
+            self.body_iter = None
+            self._close_result()
+            self.send_error(500, "internal server error")
+
+    def _close_result(self) -> None:
+        result, self.result, self.body_iter = self.result, None, None
+        try:
+            close_iterable(result)
+        except Exception:
+            log.exception("event=app-close-error")
+
+    def _finish(self) -> None:
+        """The response is fully handed to the transport: log it, then next request."""
+        resp, req = self.response, self.request
+        if self.result is not None:
+            self._close_result()
+        self.server.worker.slot.idle()
+        if self.server.access.enabled and req is not None and resp is not None:
+            self.server.access.log(self.base_env["REMOTE_ADDR"], req, resp,
+                                   time.monotonic() - self.started)
+        self.response = self.request = None
+        if self.phase == CLOSED:
+            return
+        if resp is None or resp.close:
+            self.transport.close()
+            self.phase = CLOSED
+            return
+        self.phase = IDLE  # the caller runs _process for what comes next
+
+    # -- errors, timeouts, flow control -----------------------------------------------
+    def send_error(self, status: int, detail: str) -> None:
+        if self.phase == CLOSED:
+            return
+        reason = REASONS.get(status, "Error")
+        body = f"{status} {reason}: {detail}\n".encode("latin-1", "replace")
+        head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\n"
+                f"content-length: {len(body)}\r\n").encode() + self.server.extra_head
+        if self.request is not None and self.request.method == b"HEAD":
+            body = b""
+        self.transport.write(head + b"connection: close\r\n\r\n" + body)
+        self.transport.close()
+        self.phase = CLOSED
+        if status >= 500:
+            return
+        log.info("event=client-error status=%d detail=%s", status, detail)
+
+    def deadline_passed(self) -> None:
+        phase = self.phase
+        self.deadline = 0.0
+        if phase == HEADERS and not self.conn.in_request:
+            self.transport.close()  # connected but never sent a byte: nothing to answer
+        elif phase in (HEADERS, BODY):
+            self.send_error(408, "request not received in time")
+        elif phase == RESPONDING:
+            self.transport.abort()  # the client stopped reading (write_timeout)
+        else:
+            self.transport.close()  # idle keep-alive
+        self.phase = CLOSED
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        self.transport.pause_reading()
+        if self.phase == RESPONDING:
+            self.deadline = self.server.worker.loop.now + self.server.config.write_timeout
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.phase == CLOSED:
+            return
+        self.transport.resume_reading()
+        if self.phase == RESPONDING:
+            self.deadline = 0.0
+            if self.body_iter is not None:
+                self._pull_body()
+        self._process()
+
+    def close_when_idle(self) -> None:
+        if self.phase != RESPONDING and not self.conn.in_request:
+            self.transport.close()
+            self.phase = CLOSED
+

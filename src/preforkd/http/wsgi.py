@@ -1,0 +1,267 @@
+"""PEP 3333: the environ, start_response, and turning what the app returns into bytes.
+
+Framing rules: the app's own Content-Length when it gives one (a body that
+disagrees with it is an app error: logged, connection closed, never a wrong
+frame); a body of one known-length chunk gets a Content-Length; otherwise
+chunked on HTTP/1.1 and close-delimited on HTTP/1.0. Status lines and headers
+from the app are validated: CR, LF, NUL or non-latin-1 give a 500, never
+bytes injected into the stream.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import stat
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from preforkd.http.connection import Request
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_STATUS = re.compile(r"[1-5][0-9][0-9] [^\x00-\x08\x0a-\x1f\x7f]*\Z")
+HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "te", "trailer",
+                        "transfer-encoding", "upgrade"))
+
+_status_lines: dict[str, bytes] = {}
+_env_names: dict[bytes, str | None] = {}
+
+
+class AppError(Exception):
+    """The application broke PEP 3333 (bad status or header, wrong length, ...)."""
+
+
+class FileWrapper:
+    """wsgi.file_wrapper: a file the server may send with os.sendfile."""
+
+    def __init__(self, filelike: Any, blksize: int = 65536) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self) -> Any:
+        read, size = self.filelike.read, self.blksize
+        while True:
+            data = read(size)
+            if not data:
+                return
+            yield data
+
+    def sendfile_span(self) -> tuple[int, int, int] | None:
+        """(fd, offset, count) when the file is a regular file we can sendfile from."""
+        try:
+            fd = self.filelike.fileno()
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            offset = self.filelike.tell() if hasattr(self.filelike, "tell") else 0
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            return None
+        return fd, offset, max(0, st.st_size - offset)
+
+
+def env_name(name: bytes) -> str | None:
+    """HTTP_* key for a header name; None for names with "_" (dropped: they would
+    collide with "-" after the translation, which lets a client spoof a header)."""
+    key = _env_names.get(name)
+    if key is None and name not in _env_names:
+        if b"_" in name:
+            key = None
+        else:
+            key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        if len(_env_names) < 1000:  # clients choose names: keep the cache bounded
+            _env_names[name] = key
+    return key
+
+
+def base_environ(server_name: str, server_port: str, remote: Any, scheme: str,
+                 extra: dict[str, Any]) -> dict[str, Any]:
+    """What stays the same for every request on one connection."""
+    if isinstance(remote, tuple):
+        remote_addr, remote_port = remote[0], str(remote[1])
+    else:
+        remote_addr, remote_port = "", ""
+    env = {
+        "SERVER_NAME": server_name,
+        "SERVER_PORT": server_port,
+        "SCRIPT_NAME": "",
+        "REMOTE_ADDR": remote_addr,
+        "REMOTE_PORT": remote_port,
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scheme,
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "wsgi.file_wrapper": FileWrapper,
+        "wsgi.input_terminated": True,
+    }
+    env.update(extra)
+    return env
+
+
+def build_environ(base: dict[str, Any], req: Request) -> dict[str, Any]:
+    env = base.copy()
+    target = req.target
+    path, _, query = target.partition(b"?")
+    if not path.startswith(b"/"):
+        if path == b"*":
+            path = b""
+        else:  # absolute-form: http://host/path
+            slash = path.find(b"/", path.find(b"//") + 2)
+            path = path[slash:] if slash >= 0 else b"/"
+    env["REQUEST_METHOD"] = req.method.decode("ascii")
+    env["PATH_INFO"] = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
+    env["QUERY_STRING"] = query.decode("latin-1")
+    env["RAW_URI"] = target.decode("latin-1")
+    env["SERVER_PROTOCOL"] = "HTTP/1.1" if req.version == "1.1" else "HTTP/1.0"
+    for name, value in req.headers:
+        key = env_name(name)
+        if key is None:
+            continue
+        v = value.decode("latin-1")
+        if key == "HTTP_CONTENT_TYPE":
+            env["CONTENT_TYPE"] = v
+        elif key == "HTTP_CONTENT_LENGTH":
+            pass  # set below from what was actually received
+        elif key in env:
+            env[key] += ("; " if key == "HTTP_COOKIE" else ", ") + v
+        else:
+            env[key] = v
+    if req.body_size or req.content_length >= 0 or req.chunked:
+        env["CONTENT_LENGTH"] = str(req.body_size)
+        env["wsgi.input"] = req.body_file()
+    else:
+        env["wsgi.input"] = io.BytesIO()
+    return env
+
+
+class Response:
+    """One response in the making: start_response's state and the framing decision."""
+
+    __slots__ = ("status", "headers", "head_sent", "content_length", "chunked", "sent",
+                 "close", "head_only", "version", "extra_head")
+
+    def __init__(self, version: str, head_only: bool, extra_head: bytes) -> None:
+        self.status: str | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.head_sent = False
+        self.content_length = -1
+        self.chunked = False
+        self.sent = 0
+        self.close = False
+        self.head_only = head_only
+        self.version = version
+        self.extra_head = extra_head  # Date, Server: ready-made bytes
+
+    def start_response(self, status: str, headers: list[tuple[str, str]],
+                       exc_info: Any = None) -> None:
+        if exc_info is not None:
+            try:
+                if self.head_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None  # no cycle through the frame
+        elif self.status is not None:
+            raise AppError("start_response called a second time without exc_info")
+        if type(status) is not str or not _STATUS.match(status):
+            raise AppError(f"invalid status {status!r}")
+        if type(headers) is not list:
+            raise AppError(f"headers must be a list, got {type(headers).__name__}")
+        self.status = status
+        self.headers = headers
+
+    def head(self, body_length: int) -> bytes:
+        """The status line and headers; decides the framing. `body_length` is the
+        body's size when the whole body is known now, else -1."""
+        status = self.status
+        if status is None:
+            raise AppError("the app returned without calling start_response")
+        code = int(status[:3])
+        lines = [_status_line(status)]
+        content_length = -1
+        for name, value in self.headers:
+            if type(name) is not str or type(value) is not str:
+                raise AppError(f"header {name!r}: names and values must be str")
+            if not _TOKEN.match(name) or _BAD_VALUE.search(value):
+                raise AppError(f"invalid header {name!r}: {value!r}")
+            lname = name.lower()
+            if lname == "content-length":
+                if not value.isdigit():
+                    raise AppError(f"invalid Content-Length {value!r}")
+                content_length = int(value)
+                continue  # written below, once, after the framing decision
+            if lname in HOP_BY_HOP:
+                if lname == "connection" and value.lower() == "close":
+                    self.close = True
+                continue  # hop-by-hop headers are the server's business (PEP 3333)
+            try:
+                lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+            except UnicodeEncodeError:
+                raise AppError(f"header {name!r} is not latin-1") from None
+        bodyless = code < 200 or code in (204, 304)
+        if bodyless:
+            if content_length >= 0:
+                lines.append(f"content-length: {content_length}\r\n".encode())
+        elif content_length >= 0:
+            self.content_length = content_length
+            lines.append(f"content-length: {content_length}\r\n".encode())
+        elif body_length >= 0:
+            self.content_length = body_length
+            lines.append(f"content-length: {body_length}\r\n".encode())
+        elif self.version == "1.1":
+            self.chunked = not self.head_only
+            lines.append(b"transfer-encoding: chunked\r\n")
+        else:
+            self.close = True  # HTTP/1.0 without a length: the close ends the body
+        if bodyless:
+            self.head_only = True
+        lines.append(self.extra_head)
+        lines.append(b"connection: close\r\n\r\n" if self.close else b"\r\n")
+        self.head_sent = True
+        return b"".join(lines)
+
+    def frame(self, data: bytes) -> bytes:
+        """A body chunk as it goes on the wire; AppError past the app's Content-Length."""
+        n = len(data)
+        if self.head_only or not n:
+            return b""
+        self.sent += n
+        if self.chunked:
+            return b"%x\r\n%b\r\n" % (n, data)
+        if self.content_length >= 0 and self.sent > self.content_length:
+            raise AppError(f"body longer than Content-Length {self.content_length}")
+        return data
+
+    def end(self) -> bytes:
+        """What ends the body; AppError if the app sent less than its Content-Length."""
+        if self.chunked:
+            return b"0\r\n\r\n"
+        if (not self.head_only and self.content_length >= 0
+                and self.sent < self.content_length):
+            raise AppError(f"body shorter than Content-Length {self.content_length} "
+                           f"({self.sent} bytes)")
+        return b""
+
+
+def _status_line(status: str) -> bytes:
+    line = _status_lines.get(status)
+    if line is None:
+        try:
+            line = f"HTTP/1.1 {status}\r\n".encode("latin-1")
+        except UnicodeEncodeError:
+            raise AppError(f"status {status!r} is not latin-1") from None
+        if len(_status_lines) < 256:
+            _status_lines[status] = line
+    return line
+
+
+def close_iterable(result: Iterable[bytes] | None) -> None:
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()

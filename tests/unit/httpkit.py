@@ -1,0 +1,191 @@
+"""In-memory HTTP: a fake transport and worker around the real HttpProtocol, and a strict
+response parser that checks every response is well framed."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from preforkd import config as configmod
+from preforkd.http.protocol import HttpServer
+from preforkd.scoreboard import Scoreboard
+
+
+class FakeLoop:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.soon: list = []
+
+    def call_later(self, delay, cb, *args):
+        return None
+
+    def call_soon(self, cb, *args):
+        self.soon.append((cb, args))
+
+
+class FakeWorker:
+    def __init__(self) -> None:
+        self.loop = FakeLoop()
+        self.scoreboard = Scoreboard(4)
+        self.slot = self.scoreboard.view(0)
+        self.index = 0
+        self.generation = 1
+        self.stopping = False
+        self.on_reopen: list = []
+        self.on_exit: list = []
+
+
+class FakeTransport:
+    def __init__(self, protocol: Any, write_limit: int = 1 << 30) -> None:
+        self.protocol = protocol
+        self.out = bytearray()
+        self.closed = False
+        self.aborted = False
+        self.reading = True
+        self.peername = ("127.0.0.1", 50000)
+        self.write_limit = write_limit  # pause_writing past this much unread output
+        self.paused = False
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.out += data
+        if not self.paused and len(self.out) > self.write_limit:
+            self.paused = True
+            self.protocol.pause_writing()
+
+    def drain(self) -> bytes:
+        """The client reads everything so far."""
+        data = bytes(self.out)
+        self.out.clear()
+        if self.paused:
+            self.paused = False
+            self.protocol.resume_writing()
+        return data
+
+    def sendfile(self, fd, offset, count, on_done=None):
+        import os
+
+        self.out += os.pread(fd, count, offset)
+        if on_done:
+            on_done()
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = self.aborted = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    @property
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def get_extra_info(self, name, default=None):
+        return {"sockname": ("127.0.0.1", 8000), "peername": self.peername}.get(name, default)
+
+
+def make_server(app: Any = None, **overrides: Any) -> HttpServer:
+    import sys
+
+    mod = type(sys)("_httpkit_app")
+    mod.app = app
+    sys.modules["_httpkit_app"] = mod
+    cfg = configmod.load("", {k: v for k, v in overrides.items()})
+    cfg = cfg.replace(app="_httpkit_app:app" if app is not None else "")
+    return HttpServer(cfg, FakeWorker())
+
+
+def connect(server: HttpServer, write_limit: int = 1 << 30):
+    proto = server.make_protocol()
+    t = FakeTransport(proto, write_limit)
+    proto.connection_made(t)
+    return proto, t
+
+
+def exchange(server: HttpServer, chunks: list[bytes], eof: bool = False) -> tuple[bytes, bool]:
+    proto, t = connect(server)
+    for c in chunks:
+        if t.closed:
+            break
+        proto.data_received(c)
+    if eof and not t.closed:
+        proto.eof_received()
+    return bytes(t.out), t.closed
+
+
+@dataclass
+class Resp:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    raw_headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) [^\r\n]*\r\n")
+
+
+def parse_responses(data: bytes, methods: list[bytes] | None = None,
+                    closed: bool = True) -> list[Resp]:
+    """Parse a byte stream of responses strictly; AssertionError on any framing fault."""
+    out: list[Resp] = []
+    pos = 0
+    i = 0
+    while pos < len(data):
+        m = _STATUS_LINE.match(data, pos)
+        assert m, f"bad status line at {pos}: {data[pos:pos + 60]!r}"
+        end = data.find(b"\r\n\r\n", pos)
+        assert end >= 0, "unterminated header section"
+        resp = Resp(int(m.group(1)))
+        for line in data[m.end():end].split(b"\r\n"):
+            if not line:
+                continue
+            name, sep, value = line.partition(b":")
+            assert sep and re.fullmatch(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name), line
+            assert b"\r" not in value and b"\n" not in value and b"\0" not in value
+            k, v = name.decode().lower(), value.strip().decode("latin-1")
+            assert k not in resp.headers or k not in ("content-length", "transfer-encoding"), \
+                f"duplicate {k}"
+            resp.headers[k] = v
+            resp.raw_headers.append((k, v))
+        pos = end + 4
+        head = methods is not None and i < len(methods) and methods[i] == b"HEAD"
+        if resp.status == 100:
+            out.append(resp)
+            continue
+        i += 1
+        if head or resp.status in (204, 304):
+            pass
+        elif "content-length" in resp.headers:
+            assert "transfer-encoding" not in resp.headers
+            n = int(resp.headers["content-length"])
+            assert len(data) - pos >= n, "body shorter than its Content-Length"
+            resp.body = data[pos:pos + n]
+            pos += n
+        elif resp.headers.get("transfer-encoding") == "chunked":
+            body = bytearray()
+            while True:
+                eol = data.find(b"\r\n", pos)
+                assert eol >= 0, "unterminated chunk size"
+                size = int(data[pos:eol], 16)
+                pos = eol + 2
+                if size == 0:
+                    assert data[pos:pos + 2] == b"\r\n", "bad last chunk"
+                    pos += 2
+                    break
+                body += data[pos:pos + size]
+                assert data[pos + size:pos + size + 2] == b"\r\n", "bad chunk end"
+                pos += size + 2
+            resp.body = bytes(body)
+        else:
+            assert closed, "close-delimited body on a connection left open"
+            resp.body = data[pos:]
+            pos = len(data)
+        out.append(resp)
+    return out
