@@ -8,6 +8,7 @@ from wsgiref.validate import validator
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from httpkit import connect, exchange, make_server, parse_responses
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from preforkd import __version__, logs
 from preforkd.config import Config
-from preforkd.http.connection import CONTINUE, NEED_DATA, HttpConnection, HttpError, Limits, Request
+from preforkd.http.connection import CONTINUE, NEED_DATA, HttpConnection, Limits, Request
 from preforkd.http.wsgi import (
     AppError,
     FileWrapper,
