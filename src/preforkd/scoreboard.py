@@ -15,8 +15,9 @@ import struct
 from dataclasses import dataclass
 
 # pid, index, generation, state, heartbeat, started, requests, accepted,
-# connections, request_started, request (what the worker is busy with)
-_SLOT = struct.Struct("<iiiiddQQIxxxxd96s")
+# connections, request_started, method and target of what the worker is busy with
+_SLOT = struct.Struct("<iiiiddQQIxxxxd8s88s")
+_BUSY = struct.Struct("<d8s88s")
 SLOT_SIZE = 192
 MAX_SLOTS = 1024
 
@@ -25,8 +26,6 @@ OFF_REQUESTS = 32
 OFF_ACCEPTED = 40
 OFF_CONNECTIONS = 48
 OFF_REQUEST_STARTED = 56
-OFF_REQUEST = 64
-REQUEST_LEN = 96
 
 _D = struct.Struct("<d")
 _Q = struct.Struct("<Q")
@@ -55,7 +54,7 @@ class Scoreboard:
 
     def claim(self, slot: int, pid: int, index: int, generation: int, now: float) -> None:
         _SLOT.pack_into(self.mem, slot * SLOT_SIZE, pid, index, generation, 1, now, now,
-                        0, 0, 0, 0.0, b"")
+                        0, 0, 0, 0.0, b"", b"")
 
     def set_pid(self, slot: int, pid: int) -> None:
         struct.pack_into("<i", self.mem, slot * SLOT_SIZE, pid)
@@ -65,9 +64,10 @@ class Scoreboard:
 
     def read(self, slot: int) -> SlotInfo:
         (pid, index, gen, _state, hb, started, requests, accepted, conns, rstart,
-         request) = _SLOT.unpack_from(self.mem, slot * SLOT_SIZE)
+         method, target) = _SLOT.unpack_from(self.mem, slot * SLOT_SIZE)
+        request = method.rstrip(b"\0") + b" " + target.rstrip(b"\0")
         return SlotInfo(slot, pid, index, gen, hb, started, requests, accepted, conns,
-                        rstart, request.rstrip(b"\0").decode("latin-1"))
+                        rstart, request.decode("latin-1"))
 
     def heartbeat(self, slot: int) -> float:
         return _D.unpack_from(self.mem, slot * SLOT_SIZE + OFF_HEARTBEAT)[0]
@@ -97,11 +97,11 @@ class SlotWriter:
         _Q.pack_into(self.mem, self.base + OFF_REQUESTS, self.requests)
         _Q.pack_into(self.mem, self.base + OFF_ACCEPTED, self.accepted)
 
-    def busy(self, now: float, what: bytes) -> None:
-        """Name what the worker is doing, so a timeout kill can say which request hung."""
-        _D.pack_into(self.mem, self.base + OFF_REQUEST_STARTED, now)
-        end = self.base + OFF_REQUEST
-        self.mem[end:end + REQUEST_LEN] = what[:REQUEST_LEN].ljust(REQUEST_LEN, b"\0")
+    def busy(self, now: float, method: bytes, target: bytes) -> None:
+        """Name what the worker is doing, so a timeout kill can say which request hung.
+
+        One pack_into: struct truncates and pads the strings itself."""
+        _BUSY.pack_into(self.mem, self.base + OFF_REQUEST_STARTED, now, method, target)
 
     def idle(self) -> None:
         _D.pack_into(self.mem, self.base + OFF_REQUEST_STARTED, 0.0)

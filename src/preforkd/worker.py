@@ -74,6 +74,7 @@ class WorkerProcess:
         self.exit_code = EX_OK
         self.on_reopen: list[Callable[[], Any]] = []  # protocols' own files (access log)
         self.on_exit: list[Callable[[], Any]] = []
+        self.on_drain: list[Callable[[], Any]] = []  # graceful stop begins
         self._resume_timer: Any = None
         self._last_emfile_log = 0.0
 
@@ -222,6 +223,8 @@ class WorkerProcess:
             return
         self.stopping = True
         log.debug("worker=%d event=draining connections=%d", self.index, len(self.connections))
+        for hook in self.on_drain:
+            hook()
         self._stop_accepting()
         for listener in self.listeners:
             # What already sits in the accept queue was meant for us (EPOLLEXCLUSIVE woke

@@ -34,6 +34,7 @@ class FakeWorker:
         self.stopping = False
         self.on_reopen: list = []
         self.on_exit: list = []
+        self.on_drain: list = []
 
 
 class FakeTransport:

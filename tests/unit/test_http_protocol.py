@@ -340,7 +340,7 @@ def test_health_path_and_draining():
     srv = make_server(hello)
     out, closed = exchange(srv, [b"GET /healthz HTTP/1.1\r\n\r\n"])
     assert parse_responses(out)[0].status == 200 and not closed
-    srv.worker.stopping = True
+    srv._drain()
     out, closed = exchange(srv, [b"GET /healthz HTTP/1.1\r\n\r\n"])
     r = parse_responses(out)[0]
     assert r.status == 503 and r.headers["connection"] == "close" and closed
@@ -405,7 +405,7 @@ def test_close_when_idle_leaves_in_flight_requests_alone():
     idle.data_received(b"GET / HTTP/1.1\r\n\r\n")
     partial, t_partial = connect(srv)
     partial.data_received(b"GET / HTTP/1.1\r\n")
-    srv.worker.stopping = True
+    srv._drain()
     idle.close_when_idle()
     partial.close_when_idle()
     assert t_idle.closed and not t_partial.closed

@@ -95,45 +95,39 @@ _WATCHED_LENGTHS = frozenset((len(_CONTENT_LENGTH), len(_TRANSFER_ENCODING), len
 
 
 class HttpConnection:
-    __slots__ = ("limits", "_parser", "_events", "_request", "_url", "_in_headers",
+    __slots__ = ("limits", "_parser", "events", "request", "_url", "in_headers",
                  "_failed", "_header_count", "_head_bytes", "eof")
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self._parser = httptools.HttpRequestParser(self)
-        self._events: deque[Any] = deque()
-        self._request: Request | None = None
+        self.events: deque[Any] = deque()
+        self.request: Request | None = None
         self._url: list[bytes] = []
-        self._in_headers = False
+        self.in_headers = False
         self._failed = False
         self._header_count = 0
         self._head_bytes = 0  # bytes fed while a header section was incomplete
         self.eof = False
 
-    @property
-    def in_request(self) -> bool:
-        """Part of a request has arrived and its end has not."""
-        return self._request is not None
-
-    @property
-    def receiving_headers(self) -> bool:
-        return self._in_headers
+    # `request` is not None while part of a request has arrived and its end has not;
+    # `in_headers` while that part is still the header section.
 
     @property
     def has_events(self) -> bool:
-        return bool(self._events)
+        return bool(self.events)
 
     def receive_data(self, data: bytes) -> None:
         if self._failed:
             return
-        if self._request is None or self._in_headers:
+        if self.request is None or self.in_headers:
             self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             # Upgrades (WebSocket, h2c) are not served: answer the request, then close.
-            if self._events and isinstance(self._events[-1], Request):
-                self._events[-1].keep_alive = False
+            if self.events and isinstance(self.events[-1], Request):
+                self.events[-1].keep_alive = False
             self._failed = True
         except httptools.HttpParserCallbackError as e:
             err = e.__context__
@@ -143,49 +137,49 @@ class HttpConnection:
             self._fail(HttpError(400, detail))
             return
         # llhttp holds a partial header line itself, unbounded: cap what we let it hold.
-        if self._in_headers and self._head_bytes > self.limits.max_header_bytes:
+        if self.in_headers and self._head_bytes > self.limits.max_header_bytes:
             self._fail(HttpError(431, "header section too large"))
 
     def receive_eof(self) -> None:
         """The client half-closed: a request cut short is an error (answered, then closed)."""
         self.eof = True
-        if self._request is not None and not self._failed:
+        if self.request is not None and not self._failed:
             self._fail(HttpError(400, "connection closed in the middle of a request"))
 
     def _fail(self, error: HttpError) -> None:
         self._failed = True
-        self._in_headers = False
-        self._request = None
-        self._events.append(error)
+        self.in_headers = False
+        self.request = None
+        self.events.append(error)
 
     def next_event(self) -> Any:
-        if self._events:
-            return self._events.popleft()
+        if self.events:
+            return self.events.popleft()
         return NEED_DATA
 
     # -- httptools callbacks (they only record) -------------------------------------
     def on_message_begin(self) -> None:
-        self._request = Request()
+        self.request = Request()
         self._url = []
-        self._in_headers = True
+        self.in_headers = True
         self._header_count = 0
 
     def on_url(self, part: bytes) -> None:
-        req = self._request
+        req = self.request
         req.header_bytes += len(part)
         if req.header_bytes > self.limits.max_request_line_bytes:
             raise HttpError(414, "request target too long")
         self._url.append(part)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        req = self._request
+        req = self.request
         req.header_bytes += len(name) + len(value) + 4
         self._header_count += 1
         if req.header_bytes > self.limits.max_header_bytes:
             raise HttpError(431, "header section too large")
         if self._header_count > self.limits.max_header_count:
             raise HttpError(431, "too many header fields")
-        if not self._in_headers:
+        if not self.in_headers:
             return  # a chunked trailer: counted against the limits, not passed on
         if len(name) in _WATCHED_LENGTHS:
             lower = name.lower()
@@ -198,9 +192,9 @@ class HttpConnection:
         req.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        req = self._request
+        req = self.request
         parser = self._parser
-        self._in_headers = False
+        self.in_headers = False
         self._head_bytes = 0
         req.target = self._url[0] if len(self._url) == 1 else b"".join(self._url)
         version = parser.get_http_version()
@@ -215,10 +209,10 @@ class HttpConnection:
             if req.expect != b"100-continue":
                 raise HttpError(417, "unsupported expectation")
             if req.content_length > 0 or req.chunked:
-                self._events.append(CONTINUE)
+                self.events.append(CONTINUE)
 
     def on_body(self, data: bytes) -> None:
-        req = self._request
+        req = self.request
         size = req.body_size + len(data)
         if size > self.limits.max_body_bytes:
             raise HttpError(413, "request body too large")
@@ -240,6 +234,6 @@ class HttpConnection:
             body.write(data)
 
     def on_message_complete(self) -> None:
-        req = self._request
-        self._request = None
-        self._events.append(req)
+        req = self.request
+        self.request = None
+        self.events.append(req)

@@ -24,14 +24,18 @@ from typing import Any
 
 from preforkd import __version__, logs
 from preforkd.config import Config
-from preforkd.http.connection import CONTINUE, NEED_DATA, HttpConnection, Limits, Request
+from preforkd.http.connection import CONTINUE, HttpConnection, Limits, Request
 from preforkd.http.wsgi import (
+    END_CLOSE,
+    END_KEEP,
     AppError,
     FileWrapper,
     Response,
     base_environ,
     build_environ,
+    cl_line,
     close_iterable,
+    head_parts,
 )
 from preforkd.loader import import_target
 from preforkd.protocols.base import Protocol
@@ -61,6 +65,10 @@ class HttpServer:
                              config.body_buffer_bytes)
         self.health_path = config.health_path.encode("latin-1")
         self.status_path = config.status_path.encode("latin-1")
+        self.own_paths = frozenset(p for p in (self.health_path, self.status_path) if p)
+        self.draining = False
+        self.loop = worker.loop if worker else None
+        self.slot = worker.slot if worker else None
         self.protocols: set[HttpProtocol] = set()
         self.access = logs.AccessLog.open(config.access_log, config.access_log_format,
                                           worker.index if worker else 0)
@@ -76,6 +84,10 @@ class HttpServer:
             worker.loop.call_later(SWEEP_INTERVAL, self._sweep)
             worker.on_reopen.append(self.access.reopen)
             worker.on_exit.append(self.access.close)
+            worker.on_drain.append(self._drain)
+
+    def _drain(self) -> None:
+        self.draining = True
 
     def _tick(self) -> None:
         now = int(time.time())
@@ -85,17 +97,13 @@ class HttpServer:
             self.extra_head = f"date: {date}\r\nserver: preforkd\r\n".encode()
 
     def _sweep(self) -> None:
-        loop = self.worker.loop
+        loop = self.loop
         now = loop.now
         self._tick()
         for proto in [p for p in self.protocols if p.deadline and p.deadline <= now]:
             proto.deadline_passed()
         self.access.flush()
         loop.call_later(SWEEP_INTERVAL, self._sweep)
-
-    @property
-    def draining(self) -> bool:
-        return self.worker is not None and self.worker.stopping
 
     def make_protocol(self) -> HttpProtocol:
         return HttpProtocol(self)
@@ -129,7 +137,8 @@ def http_factory(config: Config, worker: Any) -> Callable[[], HttpProtocol]:
 
 class HttpProtocol(Protocol):
     __slots__ = ("server", "transport", "conn", "phase", "deadline", "base_env", "paused",
-                 "response", "result", "body_iter", "request", "started")
+                 "response", "result", "body_iter", "request", "started", "status",
+                 "headers", "out")
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
@@ -137,11 +146,14 @@ class HttpProtocol(Protocol):
         self.phase = IDLE
         self.deadline = 0.0
         self.paused = False
-        self.response: Response | None = None
-        self.result: Any = None
+        self.response: Response | None = None  # a response that is not one known chunk
+        self.result: Any = None  # what the app returned, until it is close()d
         self.body_iter: Iterator[bytes] | None = None
         self.request: Request | None = None
         self.started = 0.0
+        self.status: str | None = None  # from start_response
+        self.headers: Any = None
+        self.out: list[bytes] = []  # responses of one read, sent with one write
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -154,7 +166,7 @@ class HttpProtocol(Protocol):
             name, port = "localhost", ""
         self.base_env = base_environ(name, port, transport.peername, "http",
                                      server.environ_extra)
-        self.deadline = server.worker.loop.now + server.config.header_timeout
+        self.deadline = server.loop.now + server.config.header_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.phase = CLOSED
@@ -183,38 +195,43 @@ class HttpProtocol(Protocol):
 
     def _process(self) -> None:
         """Run queued events until one needs more data or a response is in flight."""
-        conn = self.conn
-        while self.phase != RESPONDING and self.phase != CLOSED:
-            event = conn.next_event()
-            if event is NEED_DATA:
-                self._settle()
-                return
-            if event is CONTINUE:
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            elif type(event) is Request:
+        events = self.conn.events
+        while events and self.phase < RESPONDING:
+            event = events.popleft()
+            if type(event) is Request:
                 self.handle_request(event)
+            elif event is CONTINUE:
+                self.out.append(b"HTTP/1.1 100 Continue\r\n\r\n")
             else:
                 self.send_error(event.status, event.detail)
+        if self.out:
+            self._flush()
+        if self.phase < RESPONDING:
+            self._settle()
+
+    def _flush(self) -> None:
+        out = self.out
+        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
 
     def _settle(self) -> None:
         """Between requests or inside one: pick the phase and its deadline."""
         conn, server = self.conn, self.server
-        now = server.worker.loop.now
-        if conn.eof or (server.draining and not conn.in_request):
+        if conn.eof or (server.draining and conn.request is None):
             self.transport.close()
             self.phase = CLOSED
             return
-        if not conn.in_request:
+        if conn.request is None:
             if self.phase != IDLE or not self.deadline:
                 self.phase = IDLE
-                self.deadline = now + server.config.keepalive_timeout
-        elif conn.receiving_headers:
+                self.deadline = server.loop.now + server.config.keepalive_timeout
+        elif conn.in_headers:
             if self.phase != HEADERS or not self.deadline:
                 self.phase = HEADERS  # the whole header section gets header_timeout
-                self.deadline = now + server.config.header_timeout
+                self.deadline = server.loop.now + server.config.header_timeout
         else:
             self.phase = BODY  # body_timeout runs between reads
-            self.deadline = now + server.config.body_timeout
+            self.deadline = server.loop.now + server.config.body_timeout
         if not self.paused and not self.transport.is_reading:
             self.transport.resume_reading()
 
@@ -224,68 +241,77 @@ class HttpProtocol(Protocol):
         self.deadline = 0.0
         self.request = req
         server = self.server
-        slot = server.worker.slot
+        slot = server.slot
         slot.requests += 1
         if server.access.enabled:
             self.started = time.monotonic()
         target = req.target
-        if server.health_path and target.partition(b"?")[0] == server.health_path:
-            if server.draining:
-                self.send_simple(req, "503 Service Unavailable", b"draining\n")
+        own = server.own_paths
+        if own and target.split(b"?", 1)[0] in own:
+            path = target.split(b"?", 1)[0]
+            if path == server.health_path:
+                if server.draining:
+                    self.send_simple(req, "503 Service Unavailable", b"draining\n")
+                else:
+                    self.send_simple(req, "200 OK", b"ok\n")
             else:
-                self.send_simple(req, "200 OK", b"ok\n")
+                self.send_simple(req, "200 OK", server.status_document(), "application/json")
             return
-        if server.status_path and target.partition(b"?")[0] == server.status_path:
-            self.send_simple(req, "200 OK", server.status_document(), "application/json")
-            return
-        slot.busy(server.worker.loop.now, req.method + b" " + target[:80])
+        slot.busy(server.loop.now, req.method, target)
         self.run_app(req)
 
     def send_simple(self, req: Request, status: str, body: bytes,
                     content_type: str = "text/plain") -> None:
-        resp = self._new_response(req)
-        resp.status = status
-        resp.headers = [("content-type", content_type)]
-        self.response = resp
-        head = resp.head(len(body))
-        self.transport.write(head if resp.head_only else head + body)
-        resp.sent = len(body)
-        self._finish()
+        self.status, self.headers = status, [("content-type", content_type)]
+        self._send_single(req, head_parts(status, self.headers), body)
 
-    def _new_response(self, req: Request) -> Response:
-        resp = Response(req.version, req.method == b"HEAD", self.server.extra_head)
-        if not req.keep_alive or self.server.draining:
-            resp.close = True
+    def start_response(self, status: str, headers: list, exc_info: Any = None) -> Any:
+        if exc_info is not None:
+            try:
+                if self.response is not None and self.response.head_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None  # no cycle through the frame
+            self.response = None
+        elif self.status is not None:
+            raise AppError("start_response called a second time without exc_info")
+        self.status = status
+        self.headers = headers
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """PEP 3333's write(): the head goes first, then the data, unbuffered."""
+        resp = self._response()
+        if not resp.head_sent:
+            self.out.append(resp.head(-1, self.server.extra_head))
+        chunk = resp.frame(data)
+        if chunk:
+            self.out.append(chunk)
+        self._flush()
+
+    def _response(self) -> Response:
+        resp = self.response
+        if resp is None:
+            if self.status is None:
+                raise AppError("the app returned without calling start_response")
+            req = self.request
+            assert req is not None
+            resp = self.response = Response(head_parts(self.status, self.headers), req.version,
+                                            req.method == b"HEAD",
+                                            not req.keep_alive or self.server.draining)
         return resp
 
     def run_app(self, req: Request) -> None:
-        resp = self._new_response(req)
-        self.response = resp
+        self.status = self.headers = None
         env = build_environ(self.base_env, req)
-        transport = self.transport
-
-        def write(data: bytes) -> None:
-            if not resp.head_sent:
-                transport.write(resp.head(-1))
-            chunk = resp.frame(data)
-            if chunk:
-                transport.write(chunk)
-
         try:
-            result = self.result = self.server.app(env, self._start_response(resp, write))
-            if type(result) is list and len(result) == 1 and not resp.head_sent:
-                body = result[0]
-                try:
-                    head = resp.head(len(body))
-                    chunk = resp.frame(body)
-                    resp.end()
-                except AppError:
-                    resp.head_sent = False  # nothing went out: a clean 500 is still possible
-                    raise
-                transport.write(head + chunk if chunk else head)
-                self._finish()
+            result = self.result = self.server.app(env, self.start_response)
+            if type(result) is list and len(result) == 1 and self.response is None:
+                if self.status is None:
+                    raise AppError("the app returned without calling start_response")
+                self._send_single(req, head_parts(self.status, self.headers), result[0])
                 return
-            if type(result) is FileWrapper and not resp.head_sent and self._send_file(result):
+            if type(result) is FileWrapper and self.response is None and self._send_file(result):
                 return
             self.body_iter = iter(result)
         except Exception as e:
@@ -293,47 +319,65 @@ class HttpProtocol(Protocol):
             return
         self._pull_body()
 
-    @staticmethod
-    def _start_response(resp: Response, write: Callable[[bytes], None]) -> Callable[..., Any]:
-        def start_response(status: str, headers: list, exc_info: Any = None) -> Any:
-            resp.start_response(status, headers, exc_info)
-            return write
-
-        return start_response
+    def _send_single(self, req: Request, parts: Any, body: bytes) -> None:
+        """The common case, kept lean: one body chunk of known length."""
+        if parts.bodyless:
+            resp = self.response = Response(parts, req.version, True, not req.keep_alive)
+            self.out.append(resp.head(0, self.server.extra_head))
+            self._finish()
+            return
+        n = len(body)
+        app_cl = parts.content_length
+        if app_cl >= 0 and app_cl != n:
+            raise AppError(f"body of {n} bytes, Content-Length {app_cl}")
+        close = parts.close or not req.keep_alive or self.server.draining
+        head = (parts.prefix + cl_line(n) + self.server.extra_head
+                + (END_CLOSE if close else END_KEEP))
+        self.out.append(head if req.method == b"HEAD" else head + body)
+        self.server.slot.idle()
+        self.result = None  # a list has nothing to close
+        if self.server.access.enabled:
+            self._log_access(req, n)
+        self.request = None
+        if close:
+            self._flush()
+            self.transport.close()
+            self.phase = CLOSED
+        else:
+            self.phase = IDLE
 
     def _pull_body(self) -> None:
         """Write body chunks until the iterator ends or the transport asks us to pause."""
-        resp, transport, it = self.response, self.transport, self.body_iter
-        assert resp is not None and it is not None
+        it = self.body_iter
+        assert it is not None
+        extra = self.server.extra_head
         try:
-            if not resp.head_sent:
+            if self.response is None or not self.response.head_sent:
                 # Look one chunk ahead: a body of one chunk still gets a Content-Length.
+                # (A generator calls start_response on its first next(), so pull first.)
                 first = next(it, None)
+                second = None if first is None else next(it, None)
+                resp = self._response()
                 if first is None:
-                    transport.write(resp.head(0))
+                    self.out.append(resp.head(0, extra))
                 else:
-                    second = next(it, None)
                     if second is None:
-                        try:
-                            data = resp.head(len(first)) + resp.frame(first)
-                        except AppError:
-                            resp.head_sent = False
-                            raise
-                        transport.write(data)
+                        data = resp.head(len(first), extra) + resp.frame(first)
+                        self.out.append(data)
                     else:
-                        data = resp.head(-1) + resp.frame(first)
-                        try:
-                            data += resp.frame(second)
-                        finally:
-                            transport.write(data)  # what is right goes out before the error
+                        self.out.append(resp.head(-1, extra))
+                        self.out.append(resp.frame(first))
+                        self.out.append(resp.frame(second))
+                        self._flush()
                         if self.paused:
                             return
                         self._pull_rest(it)
                         return
             else:
+                resp = self.response
                 self._pull_rest(it)
                 return
-            transport.write(resp.end())
+            self.out.append(resp.end())
         except Exception as e:
             self._app_failed(e)
             return
@@ -358,15 +402,15 @@ class HttpProtocol(Protocol):
         if span is None:
             return False
         fd, offset, count = span
-        resp = self.response
-        assert resp is not None
-        head = resp.head(count)
+        resp = self._response()
+        head = resp.head(count, self.server.extra_head)
         if resp.content_length >= 0:
             if resp.content_length > count:
                 raise AppError(f"Content-Length {resp.content_length} is past the end "
                                f"of the file ({count} bytes)")
             count = resp.content_length
-        self.transport.write(head)
+        self.out.append(head)
+        self._flush()
         if resp.head_only or count == 0:
             self._finish()
         else:
@@ -386,6 +430,8 @@ class HttpProtocol(Protocol):
         else:
             log.error("event=app-exception request=%r", what, exc_info=e)
         if resp is not None and resp.head_sent:
+            if self.out:  # each piece in it was validated: the start of a true response
+                self._flush()
             self._close_result()
             self.transport.abort()  # mid-body: only a broken connection tells the truth
             self.phase = CLOSED
@@ -402,22 +448,27 @@ class HttpProtocol(Protocol):
             log.exception("event=app-close-error")
 
     def _finish(self) -> None:
-        """The response is fully handed to the transport: log it, then next request."""
+        """The response is fully handed over: log it; the caller runs _process for more."""
         resp, req = self.response, self.request
         if self.result is not None:
             self._close_result()
-        self.server.worker.slot.idle()
-        if self.server.access.enabled and req is not None and resp is not None:
-            self.server.access.log(self.base_env["REMOTE_ADDR"], req, resp,
-                                   time.monotonic() - self.started)
+        self.server.slot.idle()
+        if self.server.access.enabled and req is not None:
+            self._log_access(req, resp.sent if resp is not None else 0)
         self.response = self.request = None
         if self.phase == CLOSED:
             return
         if resp is None or resp.close:
+            if self.out:
+                self._flush()
             self.transport.close()
             self.phase = CLOSED
             return
-        self.phase = IDLE  # the caller runs _process for what comes next
+        self.phase = IDLE
+
+    def _log_access(self, req: Request, sent: int) -> None:
+        self.server.access.log(self.base_env["REMOTE_ADDR"], req, self.status, sent,
+                               time.monotonic() - self.started)
 
     # -- errors, timeouts, flow control -----------------------------------------------
     def send_error(self, status: int, detail: str) -> None:
@@ -429,7 +480,8 @@ class HttpProtocol(Protocol):
                 f"content-length: {len(body)}\r\n").encode() + self.server.extra_head
         if self.request is not None and self.request.method == b"HEAD":
             body = b""
-        self.transport.write(head + b"connection: close\r\n\r\n" + body)
+        self.out.append(head + b"connection: close\r\n\r\n" + body)
+        self._flush()
         self.transport.close()
         self.phase = CLOSED
         if status >= 500:
@@ -439,7 +491,7 @@ class HttpProtocol(Protocol):
     def deadline_passed(self) -> None:
         phase = self.phase
         self.deadline = 0.0
-        if phase == HEADERS and not self.conn.in_request:
+        if phase == HEADERS and self.conn.request is None:
             self.transport.close()  # connected but never sent a byte: nothing to answer
         elif phase in (HEADERS, BODY):
             self.send_error(408, "request not received in time")
@@ -453,7 +505,7 @@ class HttpProtocol(Protocol):
         self.paused = True
         self.transport.pause_reading()
         if self.phase == RESPONDING:
-            self.deadline = self.server.worker.loop.now + self.server.config.write_timeout
+            self.deadline = self.server.loop.now + self.server.config.write_timeout
 
     def resume_writing(self) -> None:
         self.paused = False
@@ -467,7 +519,7 @@ class HttpProtocol(Protocol):
         self._process()
 
     def close_when_idle(self) -> None:
-        if self.phase != RESPONDING and not self.conn.in_request:
+        if self.phase != RESPONDING and self.conn.request is None:
             self.transport.close()
             self.phase = CLOSED
 

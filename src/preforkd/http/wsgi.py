@@ -16,7 +16,7 @@ import re
 import stat
 import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote_to_bytes
 
 from preforkd.http.connection import Request
@@ -27,7 +27,6 @@ _STATUS = re.compile(r"[1-5][0-9][0-9] [^\x00-\x08\x0a-\x1f\x7f]*\Z")
 HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "te", "trailer",
                         "transfer-encoding", "upgrade"))
 
-_status_lines: dict[str, bytes] = {}
 _env_names: dict[bytes, str | None] = {}
 
 
@@ -141,90 +140,115 @@ def build_environ(base: dict[str, Any], req: Request) -> dict[str, Any]:
     return env
 
 
+class HeadParts(NamedTuple):
+    prefix: bytes  # status line and the app's headers, validated and encoded
+    content_length: int  # the app's Content-Length, or -1
+    close: bool  # the app sent Connection: close
+    bodyless: bool  # 1xx, 204, 304
+
+
+_head_cache: dict[tuple, HeadParts] = {}
+
+
+def head_parts(status: Any, headers: Any) -> HeadParts:
+    """Validate and encode what start_response got; cached, since apps repeat themselves."""
+    try:
+        key = (status, tuple(headers))
+        parts = _head_cache.get(key)
+    except TypeError:  # unhashable pieces: validate without the cache
+        key, parts = None, None
+    if parts is None:
+        parts = _encode_head(status, headers)
+        if key is not None:
+            if len(_head_cache) >= 4096:
+                _head_cache.clear()
+            _head_cache[key] = parts
+    return parts
+
+
+def _encode_head(status: Any, headers: Any) -> HeadParts:
+    if type(status) is not str or not _STATUS.match(status):
+        raise AppError(f"invalid status {status!r}")
+    if type(headers) is not list:
+        raise AppError(f"headers must be a list, got {type(headers).__name__}")
+    try:
+        lines = [f"HTTP/1.1 {status}\r\n".encode("latin-1")]
+    except UnicodeEncodeError:
+        raise AppError(f"status {status!r} is not latin-1") from None
+    content_length = -1
+    close = False
+    for item in headers:
+        if type(item) is not tuple or len(item) != 2:
+            raise AppError(f"header {item!r}: expected a (name, value) tuple")
+        name, value = item
+        if type(name) is not str or type(value) is not str:
+            raise AppError(f"header {name!r}: names and values must be str")
+        if not _TOKEN.match(name) or _BAD_VALUE.search(value):
+            raise AppError(f"invalid header {name!r}: {value!r}")
+        lname = name.lower()
+        if lname == "content-length":
+            if not value.isdigit() or content_length >= 0:
+                raise AppError(f"invalid or repeated Content-Length {value!r}")
+            content_length = int(value)
+            continue  # written once, after the framing decision
+        if lname in HOP_BY_HOP:
+            if lname == "connection" and value.lower() == "close":
+                close = True
+            continue  # hop-by-hop headers are the server's business (PEP 3333)
+        try:
+            lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+        except UnicodeEncodeError:
+            raise AppError(f"header {name!r} is not latin-1") from None
+    code = int(status[:3])
+    return HeadParts(b"".join(lines), content_length, close, code < 200 or code in (204, 304))
+
+
+_CL_LINES = [b"content-length: %d\r\n" % n for n in range(4096)]
+END_CLOSE = b"connection: close\r\n\r\n"
+END_KEEP = b"\r\n"
+
+
+def cl_line(n: int) -> bytes:
+    return _CL_LINES[n] if n < 4096 else b"content-length: %d\r\n" % n
+
+
 class Response:
-    """One response in the making: start_response's state and the framing decision."""
+    """Framing state of one response whose body is not a single known chunk."""
 
-    __slots__ = ("status", "headers", "head_sent", "content_length", "chunked", "sent",
-                 "close", "head_only", "version", "extra_head")
+    __slots__ = ("parts", "head_sent", "content_length", "chunked", "sent", "close",
+                 "head_only", "version")
 
-    def __init__(self, version: str, head_only: bool, extra_head: bytes) -> None:
-        self.status: str | None = None
-        self.headers: list[tuple[str, str]] = []
+    def __init__(self, parts: HeadParts, version: str, head_only: bool, close: bool) -> None:
+        self.parts = parts
         self.head_sent = False
         self.content_length = -1
         self.chunked = False
         self.sent = 0
-        self.close = False
-        self.head_only = head_only
+        self.close = close or parts.close
+        self.head_only = head_only or parts.bodyless
         self.version = version
-        self.extra_head = extra_head  # Date, Server: ready-made bytes
 
-    def start_response(self, status: str, headers: list[tuple[str, str]],
-                       exc_info: Any = None) -> None:
-        if exc_info is not None:
-            try:
-                if self.head_sent:
-                    raise exc_info[1].with_traceback(exc_info[2])
-            finally:
-                exc_info = None  # no cycle through the frame
-        elif self.status is not None:
-            raise AppError("start_response called a second time without exc_info")
-        if type(status) is not str or not _STATUS.match(status):
-            raise AppError(f"invalid status {status!r}")
-        if type(headers) is not list:
-            raise AppError(f"headers must be a list, got {type(headers).__name__}")
-        self.status = status
-        self.headers = headers
-
-    def head(self, body_length: int) -> bytes:
-        """The status line and headers; decides the framing. `body_length` is the
-        body's size when the whole body is known now, else -1."""
-        status = self.status
-        if status is None:
-            raise AppError("the app returned without calling start_response")
-        code = int(status[:3])
-        lines = [_status_line(status)]
-        content_length = -1
-        for name, value in self.headers:
-            if type(name) is not str or type(value) is not str:
-                raise AppError(f"header {name!r}: names and values must be str")
-            if not _TOKEN.match(name) or _BAD_VALUE.search(value):
-                raise AppError(f"invalid header {name!r}: {value!r}")
-            lname = name.lower()
-            if lname == "content-length":
-                if not value.isdigit():
-                    raise AppError(f"invalid Content-Length {value!r}")
-                content_length = int(value)
-                continue  # written below, once, after the framing decision
-            if lname in HOP_BY_HOP:
-                if lname == "connection" and value.lower() == "close":
-                    self.close = True
-                continue  # hop-by-hop headers are the server's business (PEP 3333)
-            try:
-                lines.append(f"{name}: {value}\r\n".encode("latin-1"))
-            except UnicodeEncodeError:
-                raise AppError(f"header {name!r} is not latin-1") from None
-        bodyless = code < 200 or code in (204, 304)
-        if bodyless:
-            if content_length >= 0:
-                lines.append(f"content-length: {content_length}\r\n".encode())
-        elif content_length >= 0:
-            self.content_length = content_length
-            lines.append(f"content-length: {content_length}\r\n".encode())
+    def head(self, body_length: int, extra_head: bytes) -> bytes:
+        """The head bytes; decides the framing. `body_length`: the body's size when
+        the whole body is known now, else -1."""
+        parts = self.parts
+        if parts.content_length >= 0:
+            self.content_length = parts.content_length
+            length = cl_line(parts.content_length)
+        elif parts.bodyless:
+            length = b""
         elif body_length >= 0:
             self.content_length = body_length
-            lines.append(f"content-length: {body_length}\r\n".encode())
+            length = cl_line(body_length)
         elif self.version == "1.1":
             self.chunked = not self.head_only
-            lines.append(b"transfer-encoding: chunked\r\n")
+            length = b"transfer-encoding: chunked\r\n"
         else:
             self.close = True  # HTTP/1.0 without a length: the close ends the body
-        if bodyless:
-            self.head_only = True
-        lines.append(self.extra_head)
-        lines.append(b"connection: close\r\n\r\n" if self.close else b"\r\n")
+            length = b""
         self.head_sent = True
-        return b"".join(lines)
+        return b"".join((parts.prefix, length, extra_head,
+                         END_CLOSE if self.close else END_KEEP))
 
     def frame(self, data: bytes) -> bytes:
         """A body chunk as it goes on the wire; AppError past the app's Content-Length."""
@@ -247,18 +271,6 @@ class Response:
             raise AppError(f"body shorter than Content-Length {self.content_length} "
                            f"({self.sent} bytes)")
         return b""
-
-
-def _status_line(status: str) -> bytes:
-    line = _status_lines.get(status)
-    if line is None:
-        try:
-            line = f"HTTP/1.1 {status}\r\n".encode("latin-1")
-        except UnicodeEncodeError:
-            raise AppError(f"status {status!r} is not latin-1") from None
-        if len(_status_lines) < 256:
-            _status_lines[status] = line
-    return line
 
 
 def close_iterable(result: Iterable[bytes] | None) -> None:
