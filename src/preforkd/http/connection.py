@@ -62,7 +62,7 @@ class HttpError(Exception):
 
 class Request:
     __slots__ = ("method", "target", "version", "headers", "keep_alive", "body",
-                 "body_size", "content_length", "expect", "chunked", "header_bytes")
+                 "body_size", "content_length", "expect", "chunked")
 
     def __init__(self) -> None:
         self.method = b""
@@ -75,7 +75,6 @@ class Request:
         self.content_length = -1
         self.expect = b""
         self.chunked = False
-        self.header_bytes = 0
 
     def body_file(self) -> Any:
         """The body as a readable binary file positioned at 0."""
@@ -95,19 +94,21 @@ _WATCHED_LENGTHS = frozenset((len(_CONTENT_LENGTH), len(_TRANSFER_ENCODING), len
 
 
 class HttpConnection:
-    __slots__ = ("limits", "_parser", "events", "request", "_url", "in_headers",
-                 "_failed", "_header_count", "_head_bytes", "eof")
+    __slots__ = ("limits", "_parser", "events", "request", "in_headers", "_failed",
+                 "_head_bytes", "_big", "eof")
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self._parser = httptools.HttpRequestParser(self)
         self.events: deque[Any] = deque()
         self.request: Request | None = None
-        self._url: list[bytes] = []
         self.in_headers = False
         self._failed = False
-        self._header_count = 0
-        self._head_bytes = 0  # bytes fed while a header section was incomplete
+        # Bytes fed while a header section was incomplete. While this plus the next
+        # read stays under max_header_bytes, no header section in that read can be
+        # too large, so the per-header byte count is skipped (the common case).
+        self._head_bytes = 0
+        self._big = False
         self.eof = False
 
     # `request` is not None while part of a request has arrived and its end has not;
@@ -122,6 +123,7 @@ class HttpConnection:
             return
         if self.request is None or self.in_headers:
             self._head_bytes += len(data)
+        self._big = self._head_bytes + len(data) > self.limits.max_header_bytes
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -160,27 +162,19 @@ class HttpConnection:
     # -- httptools callbacks (they only record) -------------------------------------
     def on_message_begin(self) -> None:
         self.request = Request()
-        self._url = []
         self.in_headers = True
-        self._header_count = 0
 
     def on_url(self, part: bytes) -> None:
         req = self.request
-        req.header_bytes += len(part)
-        if req.header_bytes > self.limits.max_request_line_bytes:
+        target = req.target = req.target + part if req.target else part
+        if len(target) > self.limits.max_request_line_bytes:
             raise HttpError(414, "request target too long")
-        self._url.append(part)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        req = self.request
-        req.header_bytes += len(name) + len(value) + 4
-        self._header_count += 1
-        if req.header_bytes > self.limits.max_header_bytes:
-            raise HttpError(431, "header section too large")
-        if self._header_count > self.limits.max_header_count:
-            raise HttpError(431, "too many header fields")
         if not self.in_headers:
-            return  # a chunked trailer: counted against the limits, not passed on
+            return  # a chunked trailer: dropped (and bounded by llhttp's strictness)
+        req = self.request
+        req.headers.append((name, value))
         if len(name) in _WATCHED_LENGTHS:
             lower = name.lower()
             if lower == _CONTENT_LENGTH:
@@ -189,21 +183,25 @@ class HttpConnection:
                 req.chunked = True  # llhttp rejects any other final coding
             elif lower == _EXPECT:
                 req.expect = value.lower()
-        req.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         req = self.request
         parser = self._parser
+        limits = self.limits
         self.in_headers = False
         self._head_bytes = 0
-        req.target = self._url[0] if len(self._url) == 1 else b"".join(self._url)
+        if len(req.headers) > limits.max_header_count:
+            raise HttpError(431, "too many header fields")
+        if self._big and (len(req.target) + sum(len(n) + len(v) + 4 for n, v in req.headers)
+                          > limits.max_header_bytes):
+            raise HttpError(431, "header section too large")
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise HttpError(505, f"HTTP/{version} is not supported")
         req.version = version
         req.method = parser.get_method()
         req.keep_alive = parser.should_keep_alive()
-        if req.content_length > self.limits.max_body_bytes:
+        if req.content_length > limits.max_body_bytes:
             raise HttpError(413, "request body too large")
         if req.expect:
             if req.expect != b"100-continue":

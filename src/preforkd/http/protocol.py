@@ -36,6 +36,7 @@ from preforkd.http.wsgi import (
     cl_line,
     close_iterable,
     head_parts,
+    with_headers,
 )
 from preforkd.loader import import_target
 from preforkd.protocols.base import Protocol
@@ -138,7 +139,7 @@ def http_factory(config: Config, worker: Any) -> Callable[[], HttpProtocol]:
 class HttpProtocol(Protocol):
     __slots__ = ("server", "transport", "conn", "phase", "deadline", "base_env", "paused",
                  "response", "result", "body_iter", "request", "started", "status",
-                 "headers", "out")
+                 "headers", "out", "env_headers", "env_template")
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
@@ -154,6 +155,8 @@ class HttpProtocol(Protocol):
         self.status: str | None = None  # from start_response
         self.headers: Any = None
         self.out: list[bytes] = []  # responses of one read, sent with one write
+        self.env_headers: Any = None  # the header fields env_template was built for
+        self.env_template: dict[str, Any] = {}
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -237,6 +240,8 @@ class HttpProtocol(Protocol):
 
     # -- requests ------------------------------------------------------------------
     def handle_request(self, req: Request) -> None:
+        """Answer one request. The common case (one body chunk of known length) is
+        handled inline: this is the hot path of the whole server."""
         self.phase = RESPONDING
         self.deadline = 0.0
         self.request = req
@@ -246,19 +251,58 @@ class HttpProtocol(Protocol):
         if server.access.enabled:
             self.started = time.monotonic()
         target = req.target
-        own = server.own_paths
-        if own and target.split(b"?", 1)[0] in own:
-            path = target.split(b"?", 1)[0]
-            if path == server.health_path:
-                if server.draining:
-                    self.send_simple(req, "503 Service Unavailable", b"draining\n")
-                else:
-                    self.send_simple(req, "200 OK", b"ok\n")
-            else:
-                self.send_simple(req, "200 OK", server.status_document(), "application/json")
+        if server.own_paths and target.split(b"?", 1)[0] in server.own_paths:
+            self.answer_own_path(req, target.split(b"?", 1)[0])
             return
         slot.busy(server.loop.now, req.method, target)
-        self.run_app(req)
+        self.status = self.headers = None
+        if req.headers != self.env_headers:
+            self.env_headers = req.headers
+            self.env_template = with_headers(self.base_env, req.headers)
+        env = build_environ(self.env_template, req)
+        try:
+            result = self.result = server.app(env, self.start_response)
+            if (type(result) is list and len(result) == 1 and self.response is None
+                    and self.status is not None):
+                parts = head_parts(self.status, self.headers)
+                if not parts.bodyless:
+                    body = result[0]
+                    n = len(body)
+                    if parts.content_length >= 0 and parts.content_length != n:
+                        raise AppError(f"body of {n} bytes, Content-Length "
+                                       f"{parts.content_length}")
+                    close = parts.close or not req.keep_alive or server.draining
+                    head = (parts.prefix + cl_line(n) + server.extra_head
+                            + (END_CLOSE if close else END_KEEP))
+                    self.out.append(head if req.method == b"HEAD" else head + body)
+                    slot.idle()
+                    self.result = self.request = None  # a list has nothing to close
+                    if server.access.enabled:
+                        self._log_access(req, n)
+                    if close:
+                        self._flush()
+                        self.transport.close()
+                        self.phase = CLOSED
+                    else:
+                        self.phase = IDLE
+                    return
+            if type(result) is FileWrapper and self.response is None and self._send_file(result):
+                return
+            self.body_iter = iter(result)
+        except Exception as e:
+            self._app_failed(e)
+            return
+        self._pull_body()
+
+    def answer_own_path(self, req: Request, path: bytes) -> None:
+        server = self.server
+        if path == server.health_path:
+            if server.draining:
+                self.send_simple(req, "503 Service Unavailable", b"draining\n")
+            else:
+                self.send_simple(req, "200 OK", b"ok\n")
+        else:
+            self.send_simple(req, "200 OK", server.status_document(), "application/json")
 
     def send_simple(self, req: Request, status: str, body: bytes,
                     content_type: str = "text/plain") -> None:
@@ -301,50 +345,12 @@ class HttpProtocol(Protocol):
                                             not req.keep_alive or self.server.draining)
         return resp
 
-    def run_app(self, req: Request) -> None:
-        self.status = self.headers = None
-        env = build_environ(self.base_env, req)
-        try:
-            result = self.result = self.server.app(env, self.start_response)
-            if type(result) is list and len(result) == 1 and self.response is None:
-                if self.status is None:
-                    raise AppError("the app returned without calling start_response")
-                self._send_single(req, head_parts(self.status, self.headers), result[0])
-                return
-            if type(result) is FileWrapper and self.response is None and self._send_file(result):
-                return
-            self.body_iter = iter(result)
-        except Exception as e:
-            self._app_failed(e)
-            return
-        self._pull_body()
-
     def _send_single(self, req: Request, parts: Any, body: bytes) -> None:
-        """The common case, kept lean: one body chunk of known length."""
-        if parts.bodyless:
-            resp = self.response = Response(parts, req.version, True, not req.keep_alive)
-            self.out.append(resp.head(0, self.server.extra_head))
-            self._finish()
-            return
-        n = len(body)
-        app_cl = parts.content_length
-        if app_cl >= 0 and app_cl != n:
-            raise AppError(f"body of {n} bytes, Content-Length {app_cl}")
-        close = parts.close or not req.keep_alive or self.server.draining
-        head = (parts.prefix + cl_line(n) + self.server.extra_head
-                + (END_CLOSE if close else END_KEEP))
-        self.out.append(head if req.method == b"HEAD" else head + body)
-        self.server.slot.idle()
-        self.result = None  # a list has nothing to close
-        if self.server.access.enabled:
-            self._log_access(req, n)
-        self.request = None
-        if close:
-            self._flush()
-            self.transport.close()
-            self.phase = CLOSED
-        else:
-            self.phase = IDLE
+        """A response whose whole body is known (the server's own answers)."""
+        resp = self.response = Response(parts, req.version, req.method == b"HEAD",
+                                        not req.keep_alive or self.server.draining)
+        self.out.append(resp.head(len(body), self.server.extra_head) + resp.frame(body))
+        self._finish()
 
     def _pull_body(self) -> None:
         """Write body chunks until the iterator ends or the transport asks us to pause."""

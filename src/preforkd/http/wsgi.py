@@ -27,7 +27,7 @@ _STATUS = re.compile(r"[1-5][0-9][0-9] [^\x00-\x08\x0a-\x1f\x7f]*\Z")
 HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "te", "trailer",
                         "transfer-encoding", "upgrade"))
 
-_env_names: dict[bytes, str | None] = {}
+_env_names: dict[bytes, str] = {}
 
 
 class AppError(Exception):
@@ -64,18 +64,47 @@ class FileWrapper:
         return fd, offset, max(0, st.st_size - offset)
 
 
-def env_name(name: bytes) -> str | None:
-    """HTTP_* key for a header name; None for names with "_" (dropped: they would
-    collide with "-" after the translation, which lets a client spoof a header)."""
+_SKIP = "-"  # header names that never become environ keys
+
+
+def env_name(name: bytes) -> str:
+    """The environ key for a header name (cached); _SKIP for Content-Length (set from
+    what was received) and for names with "_", which would collide with their "-"
+    twins after translation and let a client spoof a header."""
     key = _env_names.get(name)
-    if key is None and name not in _env_names:
+    if key is None:
         if b"_" in name:
-            key = None
+            key = _SKIP
         else:
             key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+            if key == "HTTP_CONTENT_TYPE":
+                key = "CONTENT_TYPE"
+            elif key == "HTTP_CONTENT_LENGTH":
+                key = _SKIP
         if len(_env_names) < 1000:  # clients choose names: keep the cache bounded
             _env_names[name] = key
     return key
+
+
+class _EmptyInput:
+    """wsgi.input of a request without a body: stateless, so one serves all."""
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        return []
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+
+EMPTY_INPUT = _EmptyInput()
+_METHODS: dict[bytes, str] = {}
+_PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 
 
 def base_environ(server_name: str, server_port: str, remote: Any, scheme: str,
@@ -104,39 +133,57 @@ def base_environ(server_name: str, server_port: str, remote: Any, scheme: str,
     return env
 
 
+def with_headers(base: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """`base` plus the HTTP_* keys (and CONTENT_TYPE) for these request headers.
+
+    The result depends on nothing else, so a connection can reuse it for as long as
+    its client repeats the same header fields (most do)."""
+    env = dict(base)
+    names = _env_names
+    for name, value in headers:
+        key = names.get(name) or env_name(name)
+        if key is _SKIP:
+            continue
+        if key in env:
+            env[key] += ("; " if key == "HTTP_COOKIE" else ", ") + value.decode("latin-1")
+        else:
+            env[key] = value.decode("latin-1")
+    return env
+
+
 def build_environ(base: dict[str, Any], req: Request) -> dict[str, Any]:
-    env = base.copy()
+    """The environ for one request; `base` is with_headers() for its header fields."""
     target = req.target
-    path, _, query = target.partition(b"?")
-    if not path.startswith(b"/"):
+    raw = target.decode("latin-1")
+    q = target.find(b"?")
+    if q < 0:
+        path, query = target, ""
+    else:
+        path, query = target[:q], raw[q + 1:]
+    if path[:1] != b"/":
         if path == b"*":
             path = b""
         else:  # absolute-form: http://host/path
             slash = path.find(b"/", path.find(b"//") + 2)
             path = path[slash:] if slash >= 0 else b"/"
-    env["REQUEST_METHOD"] = req.method.decode("ascii")
-    env["PATH_INFO"] = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
-    env["QUERY_STRING"] = query.decode("latin-1")
-    env["RAW_URI"] = target.decode("latin-1")
-    env["SERVER_PROTOCOL"] = "HTTP/1.1" if req.version == "1.1" else "HTTP/1.0"
-    for name, value in req.headers:
-        key = env_name(name)
-        if key is None:
-            continue
-        v = value.decode("latin-1")
-        if key == "HTTP_CONTENT_TYPE":
-            env["CONTENT_TYPE"] = v
-        elif key == "HTTP_CONTENT_LENGTH":
-            pass  # set below from what was actually received
-        elif key in env:
-            env[key] += ("; " if key == "HTTP_COOKIE" else ", ") + v
-        else:
-            env[key] = v
+    if b"%" in path:
+        path_info = unquote_to_bytes(path).decode("latin-1")
+    elif path is target:
+        path_info = raw
+    else:
+        path_info = path.decode("latin-1")
+    method = _METHODS.get(req.method)
+    if method is None:
+        method = req.method.decode("ascii")
+        if len(_METHODS) < 64:
+            _METHODS[req.method] = method
+    env = dict(base, REQUEST_METHOD=method, PATH_INFO=path_info, QUERY_STRING=query,
+               RAW_URI=raw, SERVER_PROTOCOL=_PROTOCOLS[req.version])
     if req.body_size or req.content_length >= 0 or req.chunked:
         env["CONTENT_LENGTH"] = str(req.body_size)
         env["wsgi.input"] = req.body_file()
     else:
-        env["wsgi.input"] = io.BytesIO()
+        env["wsgi.input"] = EMPTY_INPUT
     return env
 
 
