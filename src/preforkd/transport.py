@@ -22,7 +22,7 @@ LOW_WATER = 64 * 1024
 class Transport:
     __slots__ = ("_loop", "_sock", "_fd", "protocol", "_buffer", "_closing", "_lost",
                  "_reading", "_protocol_paused", "_on_close", "_eof_after_flush",
-                 "_file", "_tail", "peername")
+                 "_file", "_tail", "peername", "_send", "_recv")
 
     def __init__(self, loop: Any, sock: socket.socket, protocol: Any,
                  on_close: Callable[[Transport], Any], peername: Any = None) -> None:
@@ -30,6 +30,8 @@ class Transport:
         self._loop = loop
         self._sock = sock
         self._fd = sock.fileno()
+        self._send = sock.send  # bound once: these run for every read and write
+        self._recv = sock.recv
         self.protocol = protocol
         self._buffer = bytearray()
         self._closing = False
@@ -48,7 +50,7 @@ class Transport:
     # -- reading -----------------------------------------------------------
     def _read_ready(self) -> None:
         try:
-            data = self._sock.recv(READ_SIZE)
+            data = self._recv(READ_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -85,7 +87,7 @@ class Transport:
             return
         if not self._buffer:
             try:
-                n = self._sock.send(data)
+                n = self._send(data)
             except (BlockingIOError, InterruptedError):
                 n = 0
             except OSError as exc:
@@ -119,7 +121,7 @@ class Transport:
     def _write_ready(self) -> None:
         if self._buffer:
             try:
-                n = self._sock.send(self._buffer)
+                n = self._send(self._buffer)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
