@@ -22,35 +22,32 @@ LOW_WATER = 64 * 1024
 class Transport:
     __slots__ = ("_loop", "_sock", "_fd", "protocol", "_buffer", "_closing", "_lost",
                  "_reading", "_protocol_paused", "_on_close", "_eof_after_flush",
-                 "_file", "_tail", "peername", "_send", "_recv")
+                 "_file", "_tail")
 
     def __init__(self, loop: Any, sock: socket.socket, protocol: Any,
-                 on_close: Callable[[Transport], Any], peername: Any = None) -> None:
-        self.peername = peername  # from accept(): no getpeername() call needed
+                 on_close: Callable[[Transport], Any]) -> None:
         self._loop = loop
         self._sock = sock
         self._fd = sock.fileno()
-        self._send = sock.send  # bound once: these run for every read and write
-        self._recv = sock.recv
         self.protocol = protocol
-        self._buffer = bytearray()
+        self._buffer: bytearray | None = None  # only while the kernel lags behind
         self._closing = False
         self._lost = False
         self._reading = True
         self._protocol_paused = False
         self._eof_after_flush = False
         self._file: list | None = None  # [fd, offset, remaining, on_done] while sending
-        self._tail = bytearray()  # written while a file was in flight
+        self._tail: bytearray | None = None  # written while a file was in flight
         self._on_close = on_close
 
     def start(self) -> None:
-        self._loop.add_reader(self._fd, self._read_ready)
+        self._loop.add_reader(self._fd, self)
         self.protocol.connection_made(self)
 
     # -- reading -----------------------------------------------------------
     def _read_ready(self) -> None:
         try:
-            data = self._recv(READ_SIZE)
+            data = self._sock.recv(READ_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -64,6 +61,10 @@ class Transport:
         if not self.protocol.eof_received():
             self.close()
 
+    # The loop calls the transport itself when the socket is readable: no bound
+    # method object per connection (it counts, with tens of thousands idle).
+    __call__ = _read_ready
+
     def pause_reading(self) -> None:
         if self._reading and not self._closing:
             self._reading = False
@@ -72,7 +73,7 @@ class Transport:
     def resume_reading(self) -> None:
         if not self._reading and not self._closing:
             self._reading = True
-            self._loop.add_reader(self._fd, self._read_ready)
+            self._loop.add_reader(self._fd, self)
 
     @property
     def is_reading(self) -> bool:
@@ -83,11 +84,14 @@ class Transport:
         if self._closing:
             return
         if self._file is not None:  # keep order: after the file in flight
+            if self._tail is None:
+                self._tail = bytearray()
             self._tail += data
             return
-        if not self._buffer:
+        buf = self._buffer
+        if buf is None:
             try:
-                n = self._send(data)
+                n = self._sock.send(data)
             except (BlockingIOError, InterruptedError):
                 n = 0
             except OSError as exc:
@@ -95,10 +99,11 @@ class Transport:
                 return
             if n == len(data):
                 return
-            data = memoryview(data)[n:]
+            buf = self._buffer = bytearray(memoryview(data)[n:])
             self._loop.add_writer(self._fd, self._write_ready)
-        self._buffer += data
-        if not self._protocol_paused and len(self._buffer) > HIGH_WATER:
+        else:
+            buf += data
+        if not self._protocol_paused and len(buf) > HIGH_WATER:
             self._protocol_paused = True
             self.protocol.pause_writing()
 
@@ -119,17 +124,19 @@ class Transport:
             self._loop.add_writer(self._fd, self._write_ready)
 
     def _write_ready(self) -> None:
-        if self._buffer:
+        buf = self._buffer
+        if buf:
             try:
-                n = self._send(self._buffer)
+                n = self._sock.send(buf)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 self._force_close(exc)
                 return
-            del self._buffer[:n]
-            if self._buffer:
+            del buf[:n]
+            if buf:
                 return
+        self._buffer = None
         if self._file is not None and not self._send_file():
             return
         if self._buffer:  # the tail written during the file
@@ -163,13 +170,13 @@ class Transport:
             return False
         self._file = None
         if self._tail:  # what was written during the file goes next, before anything new
-            self._buffer, self._tail = self._tail, self._buffer
+            self._buffer, self._tail = self._tail, None
         if f[3] is not None:
             f[3]()
         return not self._buffer and self._file is None
 
     def get_write_buffer_size(self) -> int:
-        return len(self._buffer) + (self._file[2] if self._file else 0)
+        return len(self._buffer or b"") + (self._file[2] if self._file else 0)
 
     def write_eof(self) -> None:
         """Half-close: FIN after the buffered data is out; reading goes on."""
@@ -206,8 +213,8 @@ class Transport:
         if self._lost:
             return
         if self._buffer or self._file is not None:
-            self._buffer.clear()
-            self._tail.clear()
+            self._buffer = None
+            self._tail = None
             self._file = None
             self._loop.remove_writer(self._fd)
         if self._reading:
@@ -230,7 +237,9 @@ class Transport:
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         try:
             if name == "peername":
-                return self.peername if self.peername is not None else self._sock.getpeername()
+                # asked for once per connection at most; not kept, since an address
+                # tuple costs more than the rest of an idle connection's state
+                return self._sock.getpeername()
             if name == "sockname":
                 return self._sock.getsockname()
         except OSError:

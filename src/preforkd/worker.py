@@ -76,6 +76,7 @@ class WorkerProcess:
         self.on_exit: list[Callable[[], Any]] = []
         self.on_drain: list[Callable[[], Any]] = []  # graceful stop begins
         self._resume_timer: Any = None
+        self._closed_callback = self._connection_closed  # one bound method, not one each
         self._last_emfile_log = 0.0
 
     # -- boot ---------------------------------------------------------------
@@ -134,7 +135,7 @@ class WorkerProcess:
         room = self.config.worker_connections - len(self.connections)
         for _ in range(min(room, ACCEPT_BATCH)):
             try:
-                conn, addr = sock.accept()
+                conn, _addr = sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
@@ -144,16 +145,16 @@ class WorkerProcess:
                 if e.errno == errno.ECONNABORTED:
                     continue  # the client gave up while queued
                 raise
-            self._serve(conn, addr)
+            self._serve(conn)
         if len(self.connections) >= self.config.worker_connections:
             self._stop_accepting()  # _connection_closed resumes below the cap
 
-    def _serve(self, conn: socket.socket, addr: Any) -> None:
+    def _serve(self, conn: socket.socket) -> None:
         conn.setblocking(False)
         if conn.family != socket.AF_UNIX:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.slot.accepted += 1
-        transport = Transport(self.loop, conn, self.factory(), self._connection_closed, addr)
+        transport = Transport(self.loop, conn, self.factory(), self._closed_callback)
         self.connections.add(transport)
         try:
             transport.start()
@@ -241,10 +242,10 @@ class WorkerProcess:
     def _drain_accept_queue(self, sock: socket.socket) -> None:
         while len(self.connections) < self.config.worker_connections:
             try:
-                conn, addr = sock.accept()
+                conn, _addr = sock.accept()
             except OSError:
                 return
-            self._serve(conn, addr)
+            self._serve(conn)
 
     def _graceful_expired(self) -> None:
         log.warning("worker=%d event=graceful-timeout aborted=%d", self.index,

@@ -44,7 +44,6 @@ class FakeTransport:
         self.closed = False
         self.aborted = False
         self.reading = True
-        self.peername = ("127.0.0.1", 50000)
         self.write_limit = write_limit  # pause_writing past this much unread output
         self.paused = False
 
@@ -89,7 +88,8 @@ class FakeTransport:
         return self.reading
 
     def get_extra_info(self, name, default=None):
-        return {"sockname": ("127.0.0.1", 8000), "peername": self.peername}.get(name, default)
+        info = {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}
+        return info.get(name, default)
 
 
 def make_server(app: Any = None, **overrides: Any) -> HttpServer:

@@ -21,7 +21,6 @@ to an anonymous temporary file.
 from __future__ import annotations
 
 import tempfile
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +38,7 @@ class _Sentinel:
 
 
 NEED_DATA = _Sentinel("NEED_DATA")
+_NO_EVENTS: tuple = ()
 CONTINUE = _Sentinel("CONTINUE")
 
 
@@ -99,8 +99,8 @@ class HttpConnection:
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self._parser = httptools.HttpRequestParser(self)
-        self.events: deque[Any] = deque()
+        self._parser: Any = None  # made on the first byte, dropped by release()
+        self.events: Any = _NO_EVENTS  # a list once there is something to report
         self.request: Request | None = None
         self.in_headers = False
         self._failed = False
@@ -124,8 +124,11 @@ class HttpConnection:
         if self.request is None or self.in_headers:
             self._head_bytes += len(data)
         self._big = self._head_bytes + len(data) > self.limits.max_header_bytes
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = httptools.HttpRequestParser(self)
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             # Upgrades (WebSocket, h2c) are not served: answer the request, then close.
             if self.events and isinstance(self.events[-1], Request):
@@ -152,12 +155,19 @@ class HttpConnection:
         self._failed = True
         self.in_headers = False
         self.request = None
-        self.events.append(error)
+        self._emit(error)
 
     def next_event(self) -> Any:
         if self.events:
-            return self.events.popleft()
+            return self.events.pop(0)
         return NEED_DATA
+
+    def release(self) -> None:
+        """Between requests, drop the parser (a few hundred bytes); the next byte
+        makes a new one. For connections that sit idle."""
+        if self.request is None and not self.events and not self._failed:
+            self._parser = None
+            self.events = _NO_EVENTS
 
     # -- httptools callbacks (they only record) -------------------------------------
     def on_message_begin(self) -> None:
@@ -207,7 +217,7 @@ class HttpConnection:
             if req.expect != b"100-continue":
                 raise HttpError(417, "unsupported expectation")
             if req.content_length > 0 or req.chunked:
-                self.events.append(CONTINUE)
+                self._emit(CONTINUE)
 
     def on_body(self, data: bytes) -> None:
         req = self.request
@@ -234,4 +244,10 @@ class HttpConnection:
     def on_message_complete(self) -> None:
         req = self.request
         self.request = None
-        self.events.append(req)
+        self._emit(req)
+
+    def _emit(self, event: Any) -> None:
+        if self.events is _NO_EVENTS:
+            self.events = [event]
+        else:
+            self.events.append(event)

@@ -44,6 +44,7 @@ from preforkd.protocols.base import Protocol
 log = logs.log
 
 SWEEP_INTERVAL = 1.0
+IDLE_TRIM_AFTER = 2.0  # seconds idle before a keep-alive connection gives back its caches
 
 # phases
 IDLE, HEADERS, BODY, RESPONDING, CLOSED = range(5)
@@ -101,7 +102,15 @@ class HttpServer:
         loop = self.loop
         now = loop.now
         self._tick()
-        for proto in [p for p in self.protocols if p.deadline and p.deadline <= now]:
+        idle_since = now - self.config.keepalive_timeout + IDLE_TRIM_AFTER
+        expired = []
+        for proto in self.protocols:
+            deadline = proto.deadline
+            if deadline and deadline <= now:
+                expired.append(proto)
+            elif proto.phase == IDLE and proto.env_template is not None and deadline < idle_since:
+                proto.trim()
+        for proto in expired:
             proto.deadline_passed()
         self.access.flush()
         loop.call_later(SWEEP_INTERVAL, self._sweep)
@@ -137,9 +146,9 @@ def http_factory(config: Config, worker: Any) -> Callable[[], HttpProtocol]:
 
 
 class HttpProtocol(Protocol):
-    __slots__ = ("server", "transport", "conn", "phase", "deadline", "base_env", "paused",
+    __slots__ = ("server", "transport", "conn", "phase", "deadline", "paused",
                  "response", "result", "body_iter", "request", "started", "status",
-                 "headers", "out", "env_headers", "env_template")
+                 "headers", "out", "env_headers", "env_template", "served")
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
@@ -154,22 +163,35 @@ class HttpProtocol(Protocol):
         self.started = 0.0
         self.status: str | None = None  # from start_response
         self.headers: Any = None
-        self.out: list[bytes] = []  # responses of one read, sent with one write
+        self.out: list[bytes] = []  # responses of one read, sent with one write (None idle)
         self.env_headers: Any = None  # the header fields env_template was built for
-        self.env_template: dict[str, Any] = {}
+        self.env_template: Any = None
+        # Most connections that stop after a request or two never need the caches;
+        # only from the third request on are the parser and environ template kept.
+        self.served = 0
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         server = self.server
         server.protocols.add(self)
+        self.deadline = server.loop.now + server.config.header_timeout
+
+    def _base_environ(self) -> dict[str, Any]:
+        transport = self.transport
         sockname = transport.get_extra_info("sockname")
         if isinstance(sockname, tuple):
             name, port = sockname[0], str(sockname[1])
         else:
             name, port = "localhost", ""
-        self.base_env = base_environ(name, port, transport.peername, "http",
-                                     server.environ_extra)
-        self.deadline = server.loop.now + server.config.header_timeout
+        return base_environ(name, port, transport.get_extra_info("peername"), "http",
+                            self.server.environ_extra)
+
+    def trim(self) -> None:
+        """Idle for a while: give back what the next request can rebuild."""
+        self.env_headers = self.env_template = None
+        self.conn.release()
+        if not self.out:
+            self.out = None  # type: ignore[assignment]  # _process makes a new one
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.phase = CLOSED
@@ -198,9 +220,11 @@ class HttpProtocol(Protocol):
 
     def _process(self) -> None:
         """Run queued events until one needs more data or a response is in flight."""
+        if self.out is None:
+            self.out = []
         events = self.conn.events
         while events and self.phase < RESPONDING:
-            event = events.popleft()
+            event = events.pop(0)
             if type(event) is Request:
                 self.handle_request(event)
             elif event is CONTINUE:
@@ -256,10 +280,14 @@ class HttpProtocol(Protocol):
             return
         slot.busy(server.loop.now, req.method, target)
         self.status = self.headers = None
+        served = self.served = self.served + 1
         if req.headers != self.env_headers:
-            self.env_headers = req.headers
-            self.env_template = with_headers(self.base_env, req.headers)
-        env = build_environ(self.env_template, req)
+            template = with_headers(self._base_environ(), req.headers)
+            if served > 2:
+                self.env_headers, self.env_template = req.headers, template
+        else:
+            template = self.env_template
+        env = build_environ(template, req)
         try:
             result = self.result = server.app(env, self.start_response)
             if (type(result) is list and len(result) == 1 and self.response is None
@@ -285,6 +313,8 @@ class HttpProtocol(Protocol):
                         self.phase = CLOSED
                     else:
                         self.phase = IDLE
+                        if served <= 2:
+                            self.conn.release()
                     return
             if type(result) is FileWrapper and self.response is None and self._send_file(result):
                 return
@@ -473,7 +503,8 @@ class HttpProtocol(Protocol):
         self.phase = IDLE
 
     def _log_access(self, req: Request, sent: int) -> None:
-        self.server.access.log(self.base_env["REMOTE_ADDR"], req, self.status, sent,
+        peer = self.transport.get_extra_info("peername")
+        self.server.access.log(peer[0] if isinstance(peer, tuple) else "", req, self.status, sent,
                                time.monotonic() - self.started)
 
     # -- errors, timeouts, flow control -----------------------------------------------
@@ -495,6 +526,8 @@ class HttpProtocol(Protocol):
         log.info("event=client-error status=%d detail=%s", status, detail)
 
     def deadline_passed(self) -> None:
+        if self.out is None:
+            self.out = []
         phase = self.phase
         self.deadline = 0.0
         if phase == HEADERS and self.conn.request is None:
@@ -514,6 +547,8 @@ class HttpProtocol(Protocol):
             self.deadline = self.server.loop.now + self.server.config.write_timeout
 
     def resume_writing(self) -> None:
+        if self.out is None:
+            self.out = []
         self.paused = False
         if self.phase == CLOSED:
             return
