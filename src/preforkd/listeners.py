@@ -56,12 +56,24 @@ def parse_bind(spec: str) -> BindSpec:
 class Listener:
     """One listening socket and the spec it came from."""
 
-    __slots__ = ("sock", "spec", "unlink_path")
+    __slots__ = ("sock", "spec", "unlink_path", "_address")
 
     def __init__(self, sock: socket.socket, spec: str, unlink_path: str = "") -> None:
         self.sock = sock
         self.spec = spec
         self.unlink_path = unlink_path  # unix socket file we created and remove at exit
+        self._address: tuple[str, str] | None = None
+
+    @property
+    def address(self) -> tuple[str, str]:
+        """(SERVER_NAME, SERVER_PORT) as WSGI wants them, for every connection it accepts."""
+        if self._address is None:
+            addr = self.sock.getsockname()
+            if isinstance(addr, tuple):
+                self._address = (addr[0], str(addr[1]))
+            else:
+                self._address = ("localhost", "80")
+        return self._address
 
     @property
     def name(self) -> str:

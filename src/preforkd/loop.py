@@ -75,6 +75,7 @@ class Timer:
 class Loop:
     def __init__(self, use_epoll: bool = hasattr(select, "epoll")) -> None:
         self._poller: Any = select.epoll() if use_epoll else _SelectorPoller()
+        self._epoll = use_epoll
         self.exclusive_supported = use_epoll and EPOLLEXCLUSIVE != 0
         self._readers: dict[int, Callable[[], Any]] = {}
         self._writers: dict[int, Callable[[], Any]] = {}
@@ -120,6 +121,14 @@ class Loop:
     def add_writer(self, fd: int, callback: Callable[[], Any]) -> None:
         self._writers[fd] = callback
         self._update(fd, self._masks.get(fd, 0) | EPOLLOUT)
+
+    def forget(self, fd: int) -> None:
+        """The caller is about to close `fd`: drop it. epoll forgets a closed fd by
+        itself, so this costs no syscall there (one per connection saved)."""
+        self._readers.pop(fd, None)
+        self._writers.pop(fd, None)
+        if self._masks.pop(fd, 0) and not self._epoll:
+            self._poller.unregister(fd)
 
     def remove_writer(self, fd: int) -> None:
         if self._writers.pop(fd, None) is not None:

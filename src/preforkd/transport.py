@@ -22,10 +22,13 @@ LOW_WATER = 64 * 1024
 class Transport:
     __slots__ = ("_loop", "_sock", "_fd", "protocol", "_buffer", "_closing", "_lost",
                  "_reading", "_protocol_paused", "_on_close", "_eof_after_flush",
-                 "_file", "_tail")
+                 "_file", "_tail", "_peer", "listener_address")
 
     def __init__(self, loop: Any, sock: socket.socket, protocol: Any,
-                 on_close: Callable[[Transport], Any]) -> None:
+                 on_close: Callable[[Transport], Any], peername: Any = None,
+                 listener_address: Any = None) -> None:
+        self._peer = peername  # from accept(), handed out once (then getpeername())
+        self.listener_address = listener_address  # shared by all connections of a listener
         self._loop = loop
         self._sock = sock
         self._fd = sock.fileno()
@@ -46,6 +49,8 @@ class Transport:
 
     # -- reading -----------------------------------------------------------
     def _read_ready(self) -> None:
+        if self._closing:
+            return  # closed earlier in this loop turn; the fd goes at the turn's end
         try:
             data = self._sock.recv(READ_SIZE)
         except (BlockingIOError, InterruptedError):
@@ -124,6 +129,8 @@ class Transport:
             self._loop.add_writer(self._fd, self._write_ready)
 
     def _write_ready(self) -> None:
+        if self._lost or (self._buffer is None and self._file is None):
+            return  # aborted earlier in this loop turn
         buf = self._buffer
         if buf:
             try:
@@ -200,11 +207,13 @@ class Transport:
         if self._closing:
             return
         self._closing = True
-        if self._reading:
-            self._reading = False
-            self._loop.remove_reader(self._fd)
         if not self._buffer and self._file is None:
+            # Closing the fd this loop turn takes it out of epoll: no remove_reader.
+            self._reading = False
             self._loop.call_soon(self._connection_lost, None)
+        elif self._reading:
+            self._reading = False  # data still to send: stop hearing about reads
+            self._loop.remove_reader(self._fd)
 
     def abort(self) -> None:
         self._force_close(None)
@@ -212,22 +221,16 @@ class Transport:
     def _force_close(self, exc: Exception | None) -> None:
         if self._lost:
             return
-        if self._buffer or self._file is not None:
-            self._buffer = None
-            self._tail = None
-            self._file = None
-            self._loop.remove_writer(self._fd)
-        if self._reading:
-            self._reading = False
-            self._loop.remove_reader(self._fd)
+        self._buffer = self._tail = self._file = None
+        self._reading = False
         self._closing = True
-        self._loop.call_soon(self._connection_lost, exc)
+        self._loop.call_soon(self._connection_lost, exc)  # which forgets and closes the fd
 
     def _connection_lost(self, exc: Exception | None) -> None:
         if self._lost:
             return
         self._lost = True
-        self._loop.remove_writer(self._fd)
+        self._loop.forget(self._fd)
         try:
             self.protocol.connection_lost(exc)
         finally:
@@ -237,9 +240,10 @@ class Transport:
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         try:
             if name == "peername":
-                # asked for once per connection at most; not kept, since an address
-                # tuple costs more than the rest of an idle connection's state
-                return self._sock.getpeername()
+                # Given once without a syscall, then forgotten: an address tuple costs
+                # more than the rest of an idle connection's state.
+                peer, self._peer = self._peer, None
+                return peer if peer is not None else self._sock.getpeername()
             if name == "sockname":
                 return self._sock.getsockname()
         except OSError:

@@ -45,6 +45,7 @@ class FakeTransport:
         self.aborted = False
         self.reading = True
         self.write_limit = write_limit  # pause_writing past this much unread output
+        self.listener_address = ("127.0.0.1", "8000")
         self.paused = False
 
     def write(self, data: bytes) -> None:
@@ -88,7 +89,8 @@ class FakeTransport:
         return self.reading
 
     def get_extra_info(self, name, default=None):
-        info = {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}
+        info = {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000),
+                "socket": None}
         return info.get(name, default)
 
 

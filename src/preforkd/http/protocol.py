@@ -18,6 +18,7 @@ for an idle keep-alive, abort for a client that stopped reading).
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -145,6 +146,11 @@ def http_factory(config: Config, worker: Any) -> Callable[[], HttpProtocol]:
     return HttpServer(config, worker).make_protocol
 
 
+# HttpProtocol turns TCP_NODELAY on itself, once a connection outlives its first
+# response: one-shot connections skip the syscall. The worker reads this flag.
+HttpServer.make_protocol.nodelay = False  # type: ignore[attr-defined]
+
+
 class HttpProtocol(Protocol):
     __slots__ = ("server", "transport", "conn", "phase", "deadline", "paused",
                  "response", "result", "body_iter", "request", "started", "status",
@@ -176,13 +182,18 @@ class HttpProtocol(Protocol):
         server.protocols.add(self)
         self.deadline = server.loop.now + server.config.header_timeout
 
-    def _base_environ(self) -> dict[str, Any]:
+    def set_nodelay(self) -> None:
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None and sock.family != socket.AF_UNIX:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def connection_environ(self) -> dict[str, Any]:
+        """What stays the same for every request on this connection (built on demand)."""
         transport = self.transport
-        sockname = transport.get_extra_info("sockname")
-        if isinstance(sockname, tuple):
-            name, port = sockname[0], str(sockname[1])
-        else:
-            name, port = "localhost", ""
+        name, port = transport.listener_address or ("localhost", "80")
         return base_environ(name, port, transport.get_extra_info("peername"), "http",
                             self.server.environ_extra)
 
@@ -282,12 +293,9 @@ class HttpProtocol(Protocol):
         self.status = self.headers = None
         served = self.served = self.served + 1
         if req.headers != self.env_headers:
-            template = with_headers(self._base_environ(), req.headers)
-            if served > 2:
-                self.env_headers, self.env_template = req.headers, template
-        else:
-            template = self.env_template
-        env = build_environ(template, req)
+            self.env_headers = req.headers
+            self.env_template = with_headers(self.connection_environ(), req.headers)
+        env = build_environ(self.env_template, req)
         try:
             result = self.result = server.app(env, self.start_response)
             if (type(result) is list and len(result) == 1 and self.response is None
@@ -314,7 +322,11 @@ class HttpProtocol(Protocol):
                     else:
                         self.phase = IDLE
                         if served <= 2:
+                            # A young connection: it may well go idle now, so keep
+                            # nothing (the parser costs ~1 µs to make again).
                             self.conn.release()
+                            if served == 1:
+                                self.set_nodelay()  # it lives on: small writes go now
                     return
             if type(result) is FileWrapper and self.response is None and self._send_file(result):
                 return
@@ -387,6 +399,8 @@ class HttpProtocol(Protocol):
         it = self.body_iter
         assert it is not None
         extra = self.server.extra_head
+        if self.served == 1:
+            self.set_nodelay()  # streamed chunks must not wait for Nagle
         try:
             if self.response is None or not self.response.head_sent:
                 # Look one chunk ahead: a body of one chunk still gets a Content-Length.
