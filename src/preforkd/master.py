@@ -40,6 +40,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+# The server's own modules (never the app) load here once, so every fork starts warm
+# and shares them copy-on-write.
+import preforkd.http.protocol  # noqa: F401
 from preforkd import config as configmod
 from preforkd import listeners as listenersmod
 from preforkd import logs, pidfile
@@ -59,6 +62,7 @@ from preforkd.process import (
 )
 from preforkd.scoreboard import Scoreboard
 from preforkd.signals import Action, SignalPipe, block, master_actions, restore
+from preforkd.worker import worker_main
 
 log = logs.log
 
@@ -225,8 +229,6 @@ class Master:
 
     # -- workers: spawn, reap, kill, maintain -----------------------------------
     def spawn_worker(self, index: int, generation: int) -> WorkerSlot:
-        from preforkd.worker import worker_main
-
         now = time.monotonic()
         slot_no = self._free_slot()
         master_end, worker_end = socket.socketpair()
