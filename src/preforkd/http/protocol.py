@@ -75,6 +75,7 @@ class HttpServer:
         self.protocols: set[HttpProtocol] = set()
         self.access = logs.AccessLog.open(config.access_log, config.access_log_format,
                                           worker.index if worker else 0)
+        self.access_enabled = self.access.enabled
         self.environ_extra = {
             "preforkd.worker": worker.index if worker else 0,
             "preforkd.generation": worker.generation if worker else 0,
@@ -264,9 +265,10 @@ class HttpProtocol(Protocol):
                 self.phase = IDLE
                 self.deadline = server.loop.now + server.config.keepalive_timeout
         elif conn.in_headers:
-            if self.phase != HEADERS or not self.deadline:
+            if self.phase != HEADERS:
                 self.phase = HEADERS  # the whole header section gets header_timeout
-                self.deadline = server.loop.now + server.config.header_timeout
+                if self.served or not self.deadline:  # (a new connection's runs from accept)
+                    self.deadline = server.loop.now + server.config.header_timeout
         else:
             self.phase = BODY  # body_timeout runs between reads
             self.deadline = server.loop.now + server.config.body_timeout
@@ -283,10 +285,12 @@ class HttpProtocol(Protocol):
         server = self.server
         slot = server.slot
         slot.requests += 1
-        if server.access.enabled:
+        if server.access_enabled:
             self.started = time.monotonic()
         target = req.target
-        if server.own_paths and target.split(b"?", 1)[0] in server.own_paths:
+        own = server.own_paths
+        # (`63 in target` is "?"; an int membership test is many times faster than b"?")
+        if own and (target in own or (63 in target and target.split(b"?", 1)[0] in own)):
             self.answer_own_path(req, target.split(b"?", 1)[0])
             return
         slot.busy(server.loop.now, req.method, target)
@@ -313,7 +317,7 @@ class HttpProtocol(Protocol):
                     self.out.append(head if req.method == b"HEAD" else head + body)
                     slot.idle()
                     self.result = self.request = None  # a list has nothing to close
-                    if server.access.enabled:
+                    if server.access_enabled:
                         self._log_access(req, n)
                     if close:
                         self._flush()
@@ -503,7 +507,7 @@ class HttpProtocol(Protocol):
         if self.result is not None:
             self._close_result()
         self.server.slot.idle()
-        if self.server.access.enabled and req is not None:
+        if self.server.access_enabled and req is not None:
             self._log_access(req, resp.sent if resp is not None else 0)
         self.response = self.request = None
         if self.phase == CLOSED:

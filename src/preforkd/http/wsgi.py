@@ -155,18 +155,20 @@ def build_environ(base: dict[str, Any], req: Request) -> dict[str, Any]:
     """The environ for one request; `base` is with_headers() for its header fields."""
     target = req.target
     raw = target.decode("latin-1")
-    q = target.find(b"?")
-    if q < 0:
-        path, query = target, ""
+    # Byte tests by int (63 is "?", 37 "%", 47 "/"): `37 in b` is a memchr, while
+    # `b"%" in b` and .find() cost several times more on this hot path.
+    if 63 in target:
+        path, _, query_b = target.partition(b"?")
+        query = query_b.decode("latin-1")
     else:
-        path, query = target[:q], raw[q + 1:]
-    if path[:1] != b"/":
+        path, query = target, ""
+    if not path or path[0] != 47:
         if path == b"*":
             path = b""
         else:  # absolute-form: http://host/path
             slash = path.find(b"/", path.find(b"//") + 2)
             path = path[slash:] if slash >= 0 else b"/"
-    if b"%" in path:
+    if 37 in path:
         path_info = unquote_to_bytes(path).decode("latin-1")
     elif path is target:
         path_info = raw
