@@ -82,6 +82,7 @@ class Loop:
         self._masks: dict[int, int] = {}
         self._timers: list[Timer] = []
         self._ready: deque[tuple[Callable[..., Any], tuple]] = deque()
+        self._flush: list[Any] = []  # objects whose flush() runs after this turn's I/O
         self._running = False
         self.now = monotonic()
 
@@ -143,6 +144,10 @@ class Loop:
     def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
         self._ready.append((callback, args))
 
+    def flush_after_io(self, obj: Any) -> None:
+        """Call obj.flush() once this turn's I/O callbacks have all run."""
+        self._flush.append(obj)
+
     # -- running ---------------------------------------------------------
     def stop(self) -> None:
         self._running = False
@@ -151,9 +156,9 @@ class Loop:
         self._running = True
         poll = self._poller.poll
         readers, writers = self._readers, self._writers
-        timers, ready = self._timers, self._ready
+        timers, ready, flush = self._timers, self._ready, self._flush
         while self._running:
-            if ready:
+            if ready or flush:
                 timeout = 0.0
             elif timers:
                 timeout = max(0.0, timers[0].when - monotonic())
@@ -170,6 +175,10 @@ class Loop:
                     cb = writers.get(fd)
                     if cb is not None:
                         cb()
+            if flush:
+                for obj in flush:
+                    obj.flush()
+                flush.clear()
             if timers:
                 now = self.now
                 while timers and timers[0].when <= now:

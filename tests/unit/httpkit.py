@@ -21,7 +21,7 @@ class FakeLoop:
         return None
 
     def call_soon(self, cb, *args):
-        self.soon.append((cb, args))
+        cb(*args)  # in memory there is no turn to wait for
 
 
 class FakeWorker:
@@ -47,6 +47,9 @@ class FakeTransport:
         self.write_limit = write_limit  # pause_writing past this much unread output
         self.listener_address = ("127.0.0.1", "8000")
         self.paused = False
+
+    def write_later(self, data: bytes) -> None:
+        self.write(data)  # in memory there is no turn to wait for
 
     def write(self, data: bytes) -> None:
         if self.closed:

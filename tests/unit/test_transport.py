@@ -125,3 +125,23 @@ def test_abort_drops_buffer_and_reports_once():
     run_until(loop, lambda: closed)
     lost = [e for e in proto.events if isinstance(e, tuple)]
     assert len(lost) == 1 and isinstance(lost[0][1], (BrokenPipeError, type(None)))
+
+
+def test_write_later_goes_out_after_the_turn_in_order():
+    loop, t, proto, peer, closed = make()
+    peer.setblocking(False)
+    t.write_later(b"a")
+    t.write_later(b"b")
+    try:
+        assert peer.recv(10) == b""  # nothing sent before the turn ends
+    except BlockingIOError:
+        pass
+    t.write(b"c")  # a direct write sends what waits first
+    assert peer.recv(10) == b"abc"
+    t.write_later(b"d")
+    tick(loop)
+    assert peer.recv(10) == b"d"
+    t.write_later(b"e")
+    t.close()  # close sends what waits, then closes
+    run_until(loop, lambda: closed)
+    assert peer.recv(10) == b"e" and peer.recv(10) == b""

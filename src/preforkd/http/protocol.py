@@ -244,9 +244,17 @@ class HttpProtocol(Protocol):
             else:
                 self.send_error(event.status, event.detail)
         if self.out:
-            self._flush()
+            out = self.out
+            self.transport.write_later(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
         if self.phase < RESPONDING:
             self._settle()
+
+    def _close(self) -> None:
+        if self.out:
+            self._flush()
+        self.transport.close()
+        self.phase = CLOSED
 
     def _flush(self) -> None:
         out = self.out
@@ -257,8 +265,7 @@ class HttpProtocol(Protocol):
         """Between requests or inside one: pick the phase and its deadline."""
         conn, server = self.conn, self.server
         if conn.eof or (server.draining and conn.request is None):
-            self.transport.close()
-            self.phase = CLOSED
+            self._close()
             return
         if conn.request is None:
             if self.phase != IDLE or not self.deadline:
@@ -549,13 +556,13 @@ class HttpProtocol(Protocol):
         phase = self.phase
         self.deadline = 0.0
         if phase == HEADERS and self.conn.request is None:
-            self.transport.close()  # connected but never sent a byte: nothing to answer
+            self._close()  # connected but never sent a byte: nothing to answer
         elif phase in (HEADERS, BODY):
             self.send_error(408, "request not received in time")
         elif phase == RESPONDING:
             self.transport.abort()  # the client stopped reading (write_timeout)
         else:
-            self.transport.close()  # idle keep-alive
+            self._close()  # idle keep-alive
         self.phase = CLOSED
 
     def pause_writing(self) -> None:
@@ -579,6 +586,5 @@ class HttpProtocol(Protocol):
 
     def close_when_idle(self) -> None:
         if self.phase != RESPONDING and self.conn.request is None:
-            self.transport.close()
-            self.phase = CLOSED
+            self._close()
 

@@ -9,6 +9,6 @@ class EchoProtocol(Protocol):
     __slots__ = ("transport",)
 
     def data_received(self, data: bytes) -> None:
-        self.transport.write(data)
+        self.transport.write_later(data)  # sent with the turn's other echoes
 
     # eof_received returns None: the transport sends what is buffered, then closes.
