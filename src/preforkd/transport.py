@@ -92,6 +92,9 @@ class Transport:
         if self._later is not None:  # keep order: what write_later() holds goes first
             later, self._later = self._later, None
             data = later + data
+        self._write(data)
+
+    def _write(self, data: bytes | bytearray | memoryview) -> None:
         if self._file is not None:  # keep order: after the file in flight
             if self._tail is None:
                 self._tail = bytearray()
@@ -132,9 +135,15 @@ class Transport:
 
     def flush(self) -> None:
         data = self._later
-        if data is not None:
-            self._later = None
-            self.write(data)
+        if data is None or self._lost:
+            return
+        self._later = None
+        self._write(data)
+        if self._closing and not self._lost:  # close() waited for this flush
+            if self._buffer is None and self._file is None:
+                self._loop.call_soon(self._connection_lost, None)
+            else:
+                self._loop.remove_reader(self._fd)
 
     def sendfile(self, fd: int, offset: int, count: int,
                  on_done: Callable[[], Any] | None = None) -> None:
@@ -234,9 +243,12 @@ class Transport:
         """Stop reading; close once the buffer is sent."""
         if self._closing:
             return
-        if self._later is not None:
-            self.flush()
         self._closing = True
+        if self._later is not None:
+            # The turn's flush sends it, then finishes the close: send and close
+            # syscalls stay batched after the turn's reads, as for open connections.
+            self._reading = False
+            return
         if not self._buffer and self._file is None:
             # Closing the fd this loop turn takes it out of epoll: no remove_reader.
             self._reading = False

@@ -251,8 +251,11 @@ class HttpProtocol(Protocol):
             self._settle()
 
     def _close(self) -> None:
-        if self.out:
-            self._flush()
+        """Close after what is in `out` (sent with the turn's other writes)."""
+        out = self.out
+        if out:
+            self.transport.write_later(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
         self.transport.close()
         self.phase = CLOSED
 
@@ -327,9 +330,7 @@ class HttpProtocol(Protocol):
                     if server.access_enabled:
                         self._log_access(req, n)
                     if close:
-                        self._flush()
-                        self.transport.close()
-                        self.phase = CLOSED
+                        self._close()
                     else:
                         self.phase = IDLE
                         if served <= 2:
