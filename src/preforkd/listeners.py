@@ -56,13 +56,15 @@ def parse_bind(spec: str) -> BindSpec:
 class Listener:
     """One listening socket and the spec it came from."""
 
-    __slots__ = ("sock", "spec", "unlink_path", "_address")
+    __slots__ = ("sock", "spec", "unlink_path", "_address", "family", "type")
 
     def __init__(self, sock: socket.socket, spec: str, unlink_path: str = "") -> None:
         self.sock = sock
         self.spec = spec
         self.unlink_path = unlink_path  # unix socket file we created and remove at exit
         self._address: tuple[str, str] | None = None
+        self.family = int(sock.family)  # plain ints, for building accepted sockets fast
+        self.type = int(sock.type)
 
     @property
     def address(self) -> tuple[str, str]:

@@ -278,6 +278,8 @@ class Transport:
         finally:
             self._sock.close()
             self._on_close(self)
+            self._peer = None
+            self.protocol = None  # no transport <-> protocol cycle left for the collector
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         try:

@@ -165,6 +165,11 @@ class HttpConnection:
             return self.events.pop(0)
         return NEED_DATA
 
+    def close(self) -> None:
+        """The connection is gone: drop the parser (it holds our bound methods)."""
+        self._parser = None
+        self._failed = True
+
     def release(self) -> None:
         """Between requests, drop the parser (a few hundred bytes); the next byte
         makes a new one. For connections that sit idle."""

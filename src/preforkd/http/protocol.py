@@ -211,6 +211,10 @@ class HttpProtocol(Protocol):
         self.server.protocols.discard(self)
         if self.result is not None:  # the client left mid-response: the app still gets close()
             self._close_result()
+        # Break the cycles (transport <-> protocol, parser <-> connection) so memory goes
+        # back at once by reference counting, not at the next garbage collection.
+        self.conn.close()
+        self.transport = None
 
     # -- input -------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
