@@ -73,6 +73,7 @@ class WorkerProcess:
         self.factory: Callable[[], Any] | None = None
         self.accepting = False
         self.nodelay = True
+        self.rotate = config.workers > 1 and self.loop.exclusive_supported
         self.stopping = False
         self.exit_code = EX_OK
         self.on_reopen: list[Callable[[], Any]] = []  # protocols' own files (access log)
@@ -148,11 +149,12 @@ class WorkerProcess:
         accept = listener.sock._accept  # socket.accept() spends microseconds on enums
         family, type_ = listener.family, listener.type
         room = self.config.worker_connections - len(self.connections)
+        accepted = 0
         for _ in range(min(room, ACCEPT_BATCH)):
             try:
                 fd, addr = accept()
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as e:
                 if e.errno in _RESOURCE_ERRORS:
                     self._pause_accepting(e)
@@ -160,10 +162,19 @@ class WorkerProcess:
                 if e.errno == errno.ECONNABORTED:
                     continue  # the client gave up while queued
                 raise
+            accepted += 1
             # The C-level socket is all a transport needs, and smaller than socket.socket.
             self._serve(_socket.socket(family, type_, 0, fd), addr, listener.address)
         if len(self.connections) >= self.config.worker_connections:
             self._stop_accepting()  # _connection_closed resumes below the cap
+        elif accepted and self.rotate:
+            # EPOLLEXCLUSIVE wakes the first idle worker in the listener's wait queue,
+            # which is registration order: worker 0 would take nearly every connection
+            # while it keeps up. Registering again puts us at the queue's tail, so the
+            # next connection goes to the worker idle the longest.
+            fd = listener.sock.fileno()
+            self.loop.remove_reader(fd)
+            self.loop.add_exclusive_reader(fd, partial(self._accept, listener))
 
     def _serve(self, conn: Any, addr: Any, listener_address: Any) -> None:
         conn.setblocking(False)

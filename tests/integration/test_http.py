@@ -232,3 +232,25 @@ def test_stuck_request_is_named_when_the_worker_is_killed(server):
     s.close()
     srv.allow_traceback = True
     srv.allowed_errors += ["event=timeout", "event=exited"]
+
+
+def test_accept_spread_over_workers(server):
+    """4 workers, 4,000 short connections one after another: EPOLLEXCLUSIVE alone would
+    hand nearly all to worker 0; no worker may take more than 1.5x its fair share."""
+    import json
+
+    srv = server("-w", "4", "--app", "wsgiapps:app")
+    srv.wait_ready(4)
+    request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    for _ in range(4000):
+        with socket.create_connection(srv.address, timeout=10) as s:
+            s.sendall(request)
+            read_until_closed(s)
+
+    def accepted() -> list[int] | None:
+        out = srv.cli("status", "--json")
+        counts = [w["accepted"] for w in json.loads(out.stdout)["workers"]]
+        return counts if sum(counts) == 4000 else None
+
+    counts = wait_until(accepted, what="heartbeats carrying all 4,000 accepts")
+    assert max(counts) <= 1.5 * 1000, counts
