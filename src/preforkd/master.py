@@ -575,7 +575,8 @@ class Master:
             workers.append({
                 "index": w.index, "pid": w.pid, "generation": w.generation,
                 "state": w.state.value, "requests": info.requests, "accepted": info.accepted,
-                "connections": info.connections,
+                "connections": info.connections, "reading": info.reading,
+                "writing": info.writing, "waiting": info.waiting,
                 "heartbeat_age": round(now - info.heartbeat, 3),
                 "rss_kib": _rss_kib(w.pid),
             })

@@ -15,8 +15,11 @@ import struct
 from dataclasses import dataclass
 
 # pid, index, generation, state, heartbeat, started, requests, accepted,
-# connections, request_started, method and target of what the worker is busy with
-_SLOT = struct.Struct("<iiiiddQQIxxxxd8s88s")
+# connections, request_started, method and target of what the worker is busy with,
+# and the connections by state (as the protocol counts them): reading, writing, waiting
+_SLOT = struct.Struct("<iiiiddQQIxxxxd8s88sIII")
+_STATES = struct.Struct("<III")
+OFF_STATES = 160
 _BUSY = struct.Struct("<d8s88s")
 SLOT_SIZE = 192
 MAX_SLOTS = 1024
@@ -45,6 +48,9 @@ class SlotInfo:
     connections: int
     request_started: float
     request: str
+    reading: int = 0
+    writing: int = 0
+    waiting: int = 0
 
 
 class Scoreboard:
@@ -54,7 +60,7 @@ class Scoreboard:
 
     def claim(self, slot: int, pid: int, index: int, generation: int, now: float) -> None:
         _SLOT.pack_into(self.mem, slot * SLOT_SIZE, pid, index, generation, 1, now, now,
-                        0, 0, 0, 0.0, b"", b"")
+                        0, 0, 0, 0.0, b"", b"", 0, 0, 0)
 
     def set_pid(self, slot: int, pid: int) -> None:
         struct.pack_into("<i", self.mem, slot * SLOT_SIZE, pid)
@@ -64,10 +70,11 @@ class Scoreboard:
 
     def read(self, slot: int) -> SlotInfo:
         (pid, index, gen, _state, hb, started, requests, accepted, conns, rstart,
-         method, target) = _SLOT.unpack_from(self.mem, slot * SLOT_SIZE)
+         method, target, reading, writing, waiting) = _SLOT.unpack_from(self.mem,
+                                                                      slot * SLOT_SIZE)
         request = method.rstrip(b"\0") + b" " + target.rstrip(b"\0")
         return SlotInfo(slot, pid, index, gen, hb, started, requests, accepted, conns,
-                        rstart, request.decode("latin-1"))
+                        rstart, request.decode("latin-1"), reading, writing, waiting)
 
     def heartbeat(self, slot: int) -> float:
         return _D.unpack_from(self.mem, slot * SLOT_SIZE + OFF_HEARTBEAT)[0]
@@ -91,8 +98,10 @@ class SlotWriter:
         self.requests = 0
         self.accepted = 0
 
-    def beat(self, now: float, connections: int) -> None:
+    def beat(self, now: float, connections: int,
+             states: tuple[int, int, int] = (0, 0, 0)) -> None:
         _D.pack_into(self.mem, self.base + OFF_HEARTBEAT, now)
+        _STATES.pack_into(self.mem, self.base + OFF_STATES, *states)
         _I.pack_into(self.mem, self.base + OFF_CONNECTIONS, connections)
         _Q.pack_into(self.mem, self.base + OFF_REQUESTS, self.requests)
         _Q.pack_into(self.mem, self.base + OFF_ACCEPTED, self.accepted)

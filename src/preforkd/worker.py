@@ -79,6 +79,8 @@ class WorkerProcess:
         self.on_reopen: list[Callable[[], Any]] = []  # protocols' own files (access log)
         self.on_exit: list[Callable[[], Any]] = []
         self.on_drain: list[Callable[[], Any]] = []  # graceful stop begins
+        # The protocol's (reading, writing, waiting) connection counts, for the status.
+        self.count_states: Callable[[], tuple[int, int, int]] | None = None
         self._resume_timer: Any = None
         self._closed_callback = self._connection_closed  # one bound method, not one each
         self._last_emfile_log = 0.0
@@ -126,7 +128,8 @@ class WorkerProcess:
             pass  # the master is gone; the channel's EOF will stop us
 
     def _beat(self) -> None:
-        self.slot.beat(self.loop.now, len(self.connections))
+        counts = self.count_states() if self.count_states is not None else (0, 0, 0)
+        self.slot.beat(self.loop.now, len(self.connections), counts)
         self.loop.call_later(HEARTBEAT_INTERVAL, self._beat)
 
     # -- accepting ------------------------------------------------------------

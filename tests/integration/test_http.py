@@ -254,3 +254,29 @@ def test_accept_spread_over_workers(server):
 
     counts = wait_until(accepted, what="heartbeats carrying all 4,000 accepts")
     assert max(counts) <= 1.5 * 1000, counts
+
+
+def test_status_path_counts_connection_states(server):
+    import json
+
+    srv = server("-w", "1", "--app", "wsgiapps:app", "--status-path", "/_status")
+    srv.wait_ready(1)
+    idle = client(srv)
+    idle.request("GET", "/")
+    idle.getresponse().read()
+    partial = socket.create_connection(srv.address, timeout=10)
+    partial.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+
+    def doc() -> dict | None:
+        c = client(srv)
+        c.request("GET", "/_status")
+        r = c.getresponse()
+        data = json.loads(r.read())
+        c.close()
+        (w,) = data["workers"]
+        return w if (w["waiting"], w["reading"]) == (1, 1) else None
+
+    w = wait_until(doc, what="one waiting and one reading connection in the status")
+    assert w["requests"] >= 1 and w["generation"] == 1 and w["heartbeat_age"] < 2
+    idle.close()
+    partial.close()

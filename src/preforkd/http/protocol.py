@@ -89,6 +89,21 @@ class HttpServer:
             worker.on_reopen.append(self.access.reopen)
             worker.on_exit.append(self.access.close)
             worker.on_drain.append(self._drain)
+            worker.count_states = self.count_states
+
+    def count_states(self) -> tuple[int, int, int]:
+        """(reading, writing, waiting) connections, as nginx's stub_status counts them;
+        counted at heartbeat time, so requests pay nothing for it."""
+        reading = writing = waiting = 0
+        for proto in self.protocols:
+            phase = proto.phase
+            if phase == IDLE:
+                waiting += 1
+            elif phase == RESPONDING:
+                writing += 1
+            else:
+                reading += 1
+        return reading, writing, waiting
 
     def _drain(self) -> None:
         self.draining = True
@@ -130,6 +145,8 @@ class HttpServer:
                 workers.append({"index": info.index, "pid": info.pid,
                                 "generation": info.generation, "requests": info.requests,
                                 "accepted": info.accepted, "connections": info.connections,
+                                "reading": info.reading, "writing": info.writing,
+                                "waiting": info.waiting,
                                 "heartbeat_age": round(now - info.heartbeat, 3)})
         return json.dumps({"version": __version__, "workers": workers}).encode()
 
