@@ -296,8 +296,13 @@ def worker_main(config: Config, listeners: list[Listener], index: int, generatio
     try:
         return WorkerProcess(config, listeners, index, generation, scoreboard, slot_no,
                              channel).run()
-    except Exception:
+    except Exception as e:
         log.exception("worker=%d event=crashed", index)
+        try:  # a crash before READY is a boot failure: let the master say why
+            channel.sendall(MSG_ERROR + f" {type(e).__name__}: {e}".encode("utf-8", "replace")
+                            .replace(b"\n", b" ") + b"\n")
+        except OSError:
+            pass
         return 1
     finally:
         for handler in log.handlers:
