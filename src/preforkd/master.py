@@ -366,8 +366,11 @@ class Master:
             due = self.scoreboard.heartbeat(w.slot) + timeout
             if now >= due:
                 info = self.scoreboard.read(w.slot)
+                # Beats happen between callbacks, never inside a request: a request
+                # stamped after the last beat is the one the worker is stuck in.
+                stuck_in_request = info.request_started > info.heartbeat > 0
                 busy = f" request={info.request!r} for={now - info.request_started:.1f}s" \
-                    if info.request_started else ""
+                    if stuck_in_request else ""
                 log.error("worker=%d pid=%d gen=%d event=timeout age=%.1f limit=%.1f%s "
                           "action=kill", w.index, w.pid, w.generation,
                           now - (due - timeout), timeout, busy)

@@ -109,8 +109,7 @@ class SlotWriter:
     def busy(self, now: float, method: bytes, target: bytes) -> None:
         """Name what the worker is doing, so a timeout kill can say which request hung.
 
-        One pack_into: struct truncates and pads the strings itself."""
+        One pack_into: struct truncates and pads the strings itself. There is no
+        "idle" mark: heartbeats are stamped between callbacks, so a request stamped
+        after the last heartbeat is one the loop has not come back from."""
         _BUSY.pack_into(self.mem, self.base + OFF_REQUEST_STARTED, now, method, target)
-
-    def idle(self) -> None:
-        _D.pack_into(self.mem, self.base + OFF_REQUEST_STARTED, 0.0)

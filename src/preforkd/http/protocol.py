@@ -346,7 +346,6 @@ class HttpProtocol(Protocol):
                     head = (parts.prefix + cl_line(n) + server.extra_head
                             + (END_CLOSE if close else END_KEEP))
                     self.out.append(head if req.method == b"HEAD" else head + body)
-                    slot.idle()
                     self.result = self.request = None  # a list has nothing to close
                     if server.access_enabled:
                         self._log_access(req, n)
@@ -535,7 +534,6 @@ class HttpProtocol(Protocol):
         resp, req = self.response, self.request
         if self.result is not None:
             self._close_result()
-        self.server.slot.idle()
         if self.server.access_enabled and req is not None:
             self._log_access(req, resp.sent if resp is not None else 0)
         self.response = self.request = None
