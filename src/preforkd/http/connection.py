@@ -98,7 +98,7 @@ _WATCHED_LENGTHS = frozenset(len(n) for n in (_CONTENT_LENGTH, _TRANSFER_ENCODIN
 
 class HttpConnection:
     __slots__ = ("limits", "_parser", "events", "request", "in_headers", "_failed",
-                 "_head_bytes", "_big", "eof")
+                 "_head_bytes", "_big", "eof", "_max_head")
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
@@ -112,6 +112,7 @@ class HttpConnection:
         # too large, so the per-header byte count is skipped (the common case).
         self._head_bytes = 0
         self._big = False
+        self._max_head = limits.max_header_bytes
         self.eof = False
 
     # `request` is not None while part of a request has arrived and its end has not;
@@ -124,9 +125,11 @@ class HttpConnection:
     def receive_data(self, data: bytes) -> None:
         if self._failed:
             return
+        n = len(data)
+        head = self._head_bytes
+        self._big = head + n > self._max_head
         if self.request is None or self.in_headers:
-            self._head_bytes += len(data)
-        self._big = self._head_bytes + len(data) > self.limits.max_header_bytes
+            self._head_bytes = head + n
         parser = self._parser
         if parser is None:
             parser = self._parser = httptools.HttpRequestParser(self)
@@ -145,7 +148,7 @@ class HttpConnection:
             self._fail(HttpError(400, detail))
             return
         # llhttp holds a partial header line itself, unbounded: cap what we let it hold.
-        if self.in_headers and self._head_bytes > self.limits.max_header_bytes:
+        if self.in_headers and self._head_bytes > self._max_head:
             self._fail(HttpError(431, "header section too large"))
 
     def receive_eof(self) -> None:
