@@ -21,7 +21,7 @@ LOW_WATER = 64 * 1024
 
 class Transport:
     __slots__ = ("_loop", "_sock", "_fd", "protocol", "_buffer", "_closing", "_lost",
-                 "_reading", "_protocol_paused", "_on_close", "_eof_after_flush",
+                 "reading", "_protocol_paused", "_on_close", "_eof_after_flush",
                  "_file", "_tail", "_peer", "listener_address", "_later")
 
     def __init__(self, loop: Any, sock: socket.socket, protocol: Any,
@@ -36,7 +36,7 @@ class Transport:
         self._buffer: bytearray | None = None  # only while the kernel lags behind
         self._closing = False
         self._lost = False
-        self._reading = True
+        self.reading = True  # read-only outside: the hot path reads it without a call
         self._protocol_paused = False
         self._eof_after_flush = False
         self._later: Any = None  # write_later() data waiting for the end of the turn
@@ -63,7 +63,7 @@ class Transport:
             self.protocol.data_received(data)
             return
         self._loop.remove_reader(self._fd)
-        self._reading = False
+        self.reading = False
         if not self.protocol.eof_received():
             self.close()
 
@@ -72,18 +72,18 @@ class Transport:
     __call__ = _read_ready
 
     def pause_reading(self) -> None:
-        if self._reading and not self._closing:
-            self._reading = False
+        if self.reading and not self._closing:
+            self.reading = False
             self._loop.remove_reader(self._fd)
 
     def resume_reading(self) -> None:
-        if not self._reading and not self._closing:
-            self._reading = True
+        if not self.reading and not self._closing:
+            self.reading = True
             self._loop.add_reader(self._fd, self)
 
     @property
     def is_reading(self) -> bool:
-        return self._reading
+        return self.reading
 
     # -- writing -----------------------------------------------------------
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -247,14 +247,14 @@ class Transport:
         if self._later is not None:
             # The turn's flush sends it, then finishes the close: send and close
             # syscalls stay batched after the turn's reads, as for open connections.
-            self._reading = False
+            self.reading = False
             return
         if not self._buffer and self._file is None:
             # Closing the fd this loop turn takes it out of epoll: no remove_reader.
-            self._reading = False
+            self.reading = False
             self._loop.call_soon(self._connection_lost, None)
-        elif self._reading:
-            self._reading = False  # data still to send: stop hearing about reads
+        elif self.reading:
+            self.reading = False  # data still to send: stop hearing about reads
             self._loop.remove_reader(self._fd)
 
     def abort(self) -> None:
@@ -264,7 +264,7 @@ class Transport:
         if self._lost:
             return
         self._buffer = self._tail = self._file = self._later = None
-        self._reading = False
+        self.reading = False
         self._closing = True
         self._loop.call_soon(self._connection_lost, exc)  # which forgets and closes the fd
 

@@ -87,9 +87,6 @@ class FakeTransport:
     def resume_reading(self) -> None:
         self.reading = True
 
-    @property
-    def is_reading(self) -> bool:
-        return self.reading
 
     def get_extra_info(self, name, default=None):
         info = {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000),

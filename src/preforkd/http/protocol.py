@@ -70,9 +70,17 @@ class HttpServer:
         self.status_path = config.status_path.encode("latin-1")
         self.own_paths = frozenset(p for p in (self.health_path, self.status_path) if p)
         self.draining = False
+        # Read on every request: plain attributes, not config.<key> chains.
+        self.keepalive_timeout = config.keepalive_timeout
+        self.header_timeout = config.header_timeout
+        self.body_timeout = config.body_timeout
+        self.write_timeout = config.write_timeout
         self.loop = worker.loop if worker else None
         self.slot = worker.slot if worker else None
         self.protocols: set[HttpProtocol] = set()
+        self.last_status: Any = None  # the last (status, headers) the app gave, encoded
+        self.last_headers: Any = None
+        self.last_parts: Any = None
         self.access = logs.AccessLog.open(config.access_log, config.access_log_format,
                                           worker.index if worker else 0)
         self.access_enabled = self.access.enabled
@@ -172,7 +180,8 @@ HttpServer.make_protocol.nodelay = False  # type: ignore[attr-defined]
 class HttpProtocol(Protocol):
     __slots__ = ("server", "transport", "conn", "phase", "deadline", "paused",
                  "response", "result", "body_iter", "request", "started", "status",
-                 "headers", "out", "env_headers", "env_template", "served")
+                 "headers", "out", "env_headers", "env_template", "served",
+                 "start_response_cb")
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
@@ -193,12 +202,13 @@ class HttpProtocol(Protocol):
         # Most connections that stop after a request or two never need the caches;
         # only from the third request on are the parser and environ template kept.
         self.served = 0
+        self.start_response_cb = self.start_response  # bound once, not per request
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         server = self.server
         server.protocols.add(self)
-        self.deadline = server.loop.now + server.config.header_timeout
+        self.deadline = server.loop.now + server.header_timeout
 
     def set_nodelay(self) -> None:
         sock = self.transport.get_extra_info("socket")
@@ -231,7 +241,7 @@ class HttpProtocol(Protocol):
         # Break the cycles (transport <-> protocol, parser <-> connection) so memory goes
         # back at once by reference counting, not at the next garbage collection.
         self.conn.close()
-        self.transport = None
+        self.transport = self.start_response_cb = None
 
     # -- input -------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -294,16 +304,16 @@ class HttpProtocol(Protocol):
         if conn.request is None:
             if self.phase != IDLE or not self.deadline:
                 self.phase = IDLE
-                self.deadline = server.loop.now + server.config.keepalive_timeout
+                self.deadline = server.loop.now + server.keepalive_timeout
         elif conn.in_headers:
             if self.phase != HEADERS:
                 self.phase = HEADERS  # the whole header section gets header_timeout
                 if self.served or not self.deadline:  # (a new connection's runs from accept)
-                    self.deadline = server.loop.now + server.config.header_timeout
+                    self.deadline = server.loop.now + server.header_timeout
         else:
             self.phase = BODY  # body_timeout runs between reads
-            self.deadline = server.loop.now + server.config.body_timeout
-        if not self.paused and not self.transport.is_reading:
+            self.deadline = server.loop.now + server.body_timeout
+        if not self.paused and not self.transport.reading:
             self.transport.resume_reading()
 
     # -- requests ------------------------------------------------------------------
@@ -332,10 +342,16 @@ class HttpProtocol(Protocol):
             self.env_template = with_headers(self.connection_environ(), req.headers)
         env = build_environ(self.env_template, req)
         try:
-            result = self.result = server.app(env, self.start_response)
+            result = self.result = server.app(env, self.start_response_cb)
             if (type(result) is list and len(result) == 1 and self.response is None
                     and self.status is not None):
-                parts = head_parts(self.status, self.headers)
+                status, headers = self.status, self.headers
+                if status is server.last_status and headers == server.last_headers:
+                    parts = server.last_parts  # the app answered as last time (usual)
+                else:
+                    parts = head_parts(status, headers)
+                    server.last_status, server.last_parts = status, parts
+                    server.last_headers = list(headers)  # a copy: apps may reuse the list
                 if not parts.bodyless:
                     body = result[0]
                     n = len(body)
@@ -589,7 +605,7 @@ class HttpProtocol(Protocol):
         self.paused = True
         self.transport.pause_reading()
         if self.phase == RESPONDING:
-            self.deadline = self.server.loop.now + self.server.config.write_timeout
+            self.deadline = self.server.loop.now + self.server.write_timeout
 
     def resume_writing(self) -> None:
         if self.out is None:
