@@ -79,10 +79,6 @@ class Scoreboard:
     def heartbeat(self, slot: int) -> float:
         return _D.unpack_from(self.mem, slot * SLOT_SIZE + OFF_HEARTBEAT)[0]
 
-    def stamp(self, slot: int, now: float) -> None:
-        """Reset the heartbeat (the master does this when it spawns a worker)."""
-        _D.pack_into(self.mem, slot * SLOT_SIZE + OFF_HEARTBEAT, now)
-
     def view(self, slot: int) -> SlotWriter:
         return SlotWriter(self.mem, slot * SLOT_SIZE)
 

@@ -145,3 +145,25 @@ def test_write_later_goes_out_after_the_turn_in_order():
     t.close()  # close sends what waits, then closes
     run_until(loop, lambda: closed)
     assert peer.recv(10) == b"e" and peer.recv(10) == b""
+
+
+def test_write_eof_half_closes_after_buffered_data():
+    loop, t, proto, peer, closed = make()
+    big = b"y" * (HIGH_WATER * 2)
+    t.write(big)
+    assert t.get_write_buffer_size() > 0
+    t.write_eof()
+    got = bytearray()
+    peer.setblocking(False)
+    for _ in range(10000):
+        tick(loop)
+        try:
+            chunk = peer.recv(1 << 20)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            break
+        got += chunk
+    assert bytes(got) == big and t.get_write_buffer_size() == 0
+    peer.sendall(b"still readable")  # only our side is shut: the peer can still write
+    run_until(loop, lambda: bytes(proto.data).endswith(b"still readable"))
