@@ -492,3 +492,12 @@ def test_random_and_mutated_requests_get_well_framed_answers(parts, chunk, eof):
         assert r.status < 400
     if finals and finals[-1].status >= 400:
         assert closed and finals[-1].headers.get("connection") == "close"
+
+
+def test_every_answer_restarts_the_keepalive_deadline():
+    srv = make_server(hello)
+    proto, t = connect(srv)
+    for target in (b"/", b"/healthz", b"/"):
+        srv.worker.loop.now += 10
+        proto.data_received(b"GET " + target + b" HTTP/1.1\r\n\r\n")
+        assert proto.deadline == srv.worker.loop.now + srv.config.keepalive_timeout
