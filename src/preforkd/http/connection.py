@@ -98,7 +98,7 @@ _WATCHED_LENGTHS = frozenset(len(n) for n in (_CONTENT_LENGTH, _TRANSFER_ENCODIN
 
 class HttpConnection:
     __slots__ = ("limits", "_parser", "events", "request", "in_headers", "_failed",
-                 "_head_bytes", "_big", "eof", "_max_head")
+                 "_head_bytes", "_big", "eof", "_max_head", "_max_line")
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
@@ -113,6 +113,7 @@ class HttpConnection:
         self._head_bytes = 0
         self._big = False
         self._max_head = limits.max_header_bytes
+        self._max_line = limits.max_request_line_bytes
         self.eof = False
 
     # `request` is not None while part of a request has arrived and its end has not;
@@ -191,7 +192,7 @@ class HttpConnection:
             target = req.target = part
         else:
             target = req.target = req.target + part
-        if len(target) > self.limits.max_request_line_bytes:
+        if len(target) > self._max_line:
             raise HttpError(414, "request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:

@@ -359,9 +359,10 @@ class HttpProtocol(Protocol):
                         raise AppError(f"body of {n} bytes, Content-Length "
                                        f"{parts.content_length}")
                     close = parts.close or not req.keep_alive or server.draining
-                    head = (parts.prefix + cl_line(n) + server.extra_head
-                            + (END_CLOSE if close else END_KEEP))
-                    self.out.append(head if req.method == b"HEAD" else head + body)
+                    if req.method == b"HEAD":
+                        body = b""
+                    self.out.append(b"".join((parts.prefix, cl_line(n), server.extra_head,
+                                              END_CLOSE if close else END_KEEP, body)))
                     self.result = self.request = None  # a list has nothing to close
                     if server.access_enabled:
                         self._log_access(req, n)
