@@ -78,6 +78,7 @@ class HttpServer:
         self.loop = worker.loop if worker else None
         self.slot = worker.slot if worker else None
         self.protocols: set[HttpProtocol] = set()
+        self._listener_environs: dict[Any, dict[str, Any]] = {}
         self.last_status: Any = None  # the last (status, headers) the app gave, encoded
         self.last_headers: Any = None
         self.last_parts: Any = None
@@ -139,6 +140,15 @@ class HttpServer:
             proto.deadline_passed()
         self.access.flush()
         loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def listener_environ(self, address: Any) -> dict[str, Any]:
+        """The environ keys shared by every connection of one listener."""
+        env = self._listener_environs.get(address)
+        if env is None:
+            name, port = address or ("localhost", "80")
+            env = self._listener_environs[address] = base_environ(
+                name, port, None, "http", self.environ_extra)
+        return env
 
     def make_protocol(self) -> HttpProtocol:
         return HttpProtocol(self)
@@ -218,12 +228,12 @@ class HttpProtocol(Protocol):
             except OSError:
                 pass
 
-    def connection_environ(self) -> dict[str, Any]:
-        """What stays the same for every request on this connection (built on demand)."""
+    def connection_environ(self, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+        """What stays the same for every request on this connection while its client
+        sends these header fields (built on demand)."""
         transport = self.transport
-        name, port = transport.listener_address or ("localhost", "80")
-        return base_environ(name, port, transport.get_extra_info("peername"), "http",
-                            self.server.environ_extra)
+        return with_headers(self.server.listener_environ(transport.listener_address),
+                            headers, transport.get_extra_info("peername"))
 
     def trim(self) -> None:
         """Idle for a while: give back what the next request can rebuild."""
@@ -339,7 +349,7 @@ class HttpProtocol(Protocol):
         served = self.served = self.served + 1
         if req.headers != self.env_headers:
             self.env_headers = req.headers
-            self.env_template = with_headers(self.connection_environ(), req.headers)
+            self.env_template = self.connection_environ(req.headers)
         env = build_environ(self.env_template, req)
         try:
             result = self.result = server.app(env, self.start_response_cb)

@@ -133,12 +133,17 @@ def base_environ(server_name: str, server_port: str, remote: Any, scheme: str,
     return env
 
 
-def with_headers(base: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
-    """`base` plus the HTTP_* keys (and CONTENT_TYPE) for these request headers.
+def with_headers(base: dict[str, Any], headers: list[tuple[bytes, bytes]],
+                 remote: Any = None) -> dict[str, Any]:
+    """`base` plus the client's address and the HTTP_* keys (and CONTENT_TYPE) for
+    these request headers.
 
     The result depends on nothing else, so a connection can reuse it for as long as
     its client repeats the same header fields (most do)."""
-    env = dict(base)
+    if isinstance(remote, tuple):
+        env = dict(base, REMOTE_ADDR=remote[0], REMOTE_PORT=str(remote[1]))
+    else:
+        env = dict(base)
     names = _env_names
     for name, value in headers:
         key = names.get(name) or env_name(name)
