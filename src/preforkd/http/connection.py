@@ -1,4 +1,4 @@
-"""Sans-I/O HTTP/1.1 server connection: bytes in, events out; response heads as bytes.
+"""Sans-I/O HTTP/1.1 server connection: bytes in, events out.
 
 Theory of operation
 -------------------
@@ -12,6 +12,8 @@ append events. `next_event()` returns, in order:
 - an HttpError   the client broke the protocol or a limit: answer with its
                  status and close; nothing after it is parsed;
 - NEED_DATA      nothing more until more bytes arrive.
+
+(`events` is the queue itself; the protocol drains it directly on its hot path.)
 
 Limits are checked as bytes arrive, so memory is bounded by the limits and
 not by what a client chooses to send. Bodies past `body_buffer_bytes` spill
