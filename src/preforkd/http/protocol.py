@@ -347,10 +347,15 @@ class HttpProtocol(Protocol):
         slot.busy(server.loop.now, req.method, target)
         self.status = self.headers = None
         served = self.served = self.served + 1
-        if req.headers != self.env_headers:
-            self.env_headers = req.headers
-            self.env_template = self.connection_environ(req.headers)
-        env = build_environ(self.env_template, req)
+        if req.headers == self.env_headers:
+            template = self.env_template
+        else:
+            template = self.connection_environ(req.headers)
+            if served > 2:
+                # Cached only once a connection proves busy: a freed template leaves
+                # a hole in the heap, and idle connections would keep RSS at the peak.
+                self.env_headers, self.env_template = req.headers, template
+        env = build_environ(template, req)
         try:
             result = self.result = server.app(env, self.start_response_cb)
             if (type(result) is list and len(result) == 1 and self.response is None
