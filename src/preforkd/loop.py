@@ -82,7 +82,7 @@ class Loop:
         self._masks: dict[int, int] = {}
         self._timers: list[Timer] = []
         self._ready: deque[tuple[Callable[..., Any], tuple]] = deque()
-        self._flush: list[Any] = []  # objects whose flush() runs after this turn's I/O
+        self.flush_list: list[Any] = []  # objects whose flush() runs after this turn's I/O
         self._running = False
         self.now = monotonic()
 
@@ -146,7 +146,7 @@ class Loop:
 
     def flush_after_io(self, obj: Any) -> None:
         """Call obj.flush() once this turn's I/O callbacks have all run."""
-        self._flush.append(obj)
+        self.flush_list.append(obj)
 
     # -- running ---------------------------------------------------------
     def stop(self) -> None:
@@ -156,7 +156,7 @@ class Loop:
         self._running = True
         poll = self._poller.poll
         readers, writers = self._readers, self._writers
-        timers, ready, flush = self._timers, self._ready, self._flush
+        timers, ready, flush = self._timers, self._ready, self.flush_list
         while self._running:
             if ready or flush:
                 timeout = 0.0

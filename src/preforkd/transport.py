@@ -129,7 +129,7 @@ class Transport:
             return
         if self._later is None:
             self._later = data
-            self._loop.flush_after_io(self)
+            self._loop.flush_list.append(self)  # the loop's flush_after_io(), inlined
         else:
             self._later += data
 
@@ -138,7 +138,18 @@ class Transport:
         if data is None or self._lost:
             return
         self._later = None
-        self._write(data)
+        if self._buffer is None and self._file is None:
+            try:  # the common case of _write(), inlined: the socket takes it all
+                n = self._sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as exc:
+                self._force_close(exc)
+                return
+            if n != len(data):
+                self._write(memoryview(data)[n:])
+        else:
+            self._write(data)
         if self._closing and not self._lost:  # close() waited for this flush
             if self._buffer is None and self._file is None:
                 self._loop.call_soon(self._connection_lost, None)

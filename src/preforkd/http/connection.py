@@ -267,7 +267,11 @@ class HttpConnection:
     def on_message_complete(self) -> None:
         req = self.request
         self.request = None
-        self._emit(req)
+        events = self.events
+        if events is _NO_EVENTS:  # (_emit inlined: this runs for every request)
+            self.events = [req]
+        else:
+            events.append(req)
 
     def _emit(self, event: Any) -> None:
         if self.events is _NO_EVENTS:
