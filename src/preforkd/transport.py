@@ -138,18 +138,7 @@ class Transport:
         if data is None or self._lost:
             return
         self._later = None
-        if self._buffer is None and self._file is None:
-            try:  # the common case of _write(), inlined: the socket takes it all
-                n = self._sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                n = 0
-            except OSError as exc:
-                self._force_close(exc)
-                return
-            if n != len(data):
-                self._write(memoryview(data)[n:])
-        else:
-            self._write(data)
+        self._write(data)
         if self._closing and not self._lost:  # close() waited for this flush
             if self._buffer is None and self._file is None:
                 self._loop.call_soon(self._connection_lost, None)

@@ -49,6 +49,22 @@ def tick(loop):
     loop.run()
 
 
+def read_to_eof(loop, peer, turns=10000):
+    """Run the loop and read what the peer gets until the transport's FIN."""
+    got = bytearray()
+    peer.setblocking(False)
+    for _ in range(turns):
+        tick(loop)
+        try:
+            chunk = peer.recv(1 << 20)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
 def run_until(loop, pred, limit=200):
     for _ in range(limit):
         if pred():
@@ -101,17 +117,7 @@ def test_sendfile_then_tail_in_order(tmp_path):
     t.sendfile(fd.fileno(), 5, 999990)
     t.write(b":tail")
     t.close()
-    got = bytearray()
-    peer.settimeout(0)
-    for _ in range(10000):
-        tick(loop)
-        try:
-            chunk = peer.recv(1 << 20)
-        except BlockingIOError:
-            continue
-        if not chunk:
-            break
-        got += chunk
+    got = read_to_eof(loop, peer)
     assert bytes(got) == b"head:" + f.read_bytes()[5:999995] + b":tail"
     fd.close()
 
@@ -153,17 +159,7 @@ def test_write_eof_half_closes_after_buffered_data():
     t.write(big)
     assert t.get_write_buffer_size() > 0
     t.write_eof()
-    got = bytearray()
-    peer.setblocking(False)
-    for _ in range(10000):
-        tick(loop)
-        try:
-            chunk = peer.recv(1 << 20)
-        except BlockingIOError:
-            continue
-        if not chunk:
-            break
-        got += chunk
+    got = read_to_eof(loop, peer)
     assert bytes(got) == big and t.get_write_buffer_size() == 0
     peer.sendall(b"still readable")  # only our side is shut: the peer can still write
     run_until(loop, lambda: bytes(proto.data).endswith(b"still readable"))
