@@ -82,7 +82,9 @@ class Loop:
         self._masks: dict[int, int] = {}
         self._timers: list[Timer] = []
         self._ready: deque[tuple[Callable[..., Any], tuple]] = deque()
-        self.flush_list: list[Any] = []  # objects whose flush() runs after this turn's I/O
+        # Objects whose flush() runs once this turn's I/O callbacks have all run (they
+        # append themselves: Transport.write_later).
+        self.flush_list: list[Any] = []
         self._running = False
         self.now = monotonic()
 
@@ -143,10 +145,6 @@ class Loop:
 
     def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
         self._ready.append((callback, args))
-
-    def flush_after_io(self, obj: Any) -> None:
-        """Call obj.flush() once this turn's I/O callbacks have all run."""
-        self.flush_list.append(obj)
 
     # -- running ---------------------------------------------------------
     def stop(self) -> None:

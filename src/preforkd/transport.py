@@ -129,7 +129,7 @@ class Transport:
             return
         if self._later is None:
             self._later = data
-            self._loop.flush_list.append(self)  # the loop's flush_after_io(), inlined
+            self._loop.flush_list.append(self)  # flush() runs after this turn's I/O
         else:
             self._later += data
 
