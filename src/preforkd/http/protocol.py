@@ -147,7 +147,7 @@ class HttpServer:
         if env is None:
             name, port = address or ("localhost", "80")
             env = self._listener_environs[address] = base_environ(
-                name, port, None, "http", self.environ_extra)
+                name, port, "http", self.environ_extra)
         return env
 
     def make_protocol(self) -> HttpProtocol:
@@ -412,8 +412,11 @@ class HttpProtocol(Protocol):
 
     def send_simple(self, req: Request, status: str, body: bytes,
                     content_type: str = "text/plain") -> None:
+        """A response whose whole body is known (the server's own answers)."""
         self.status, self.headers = status, [("content-type", content_type)]
-        self._send_single(req, head_parts(status, self.headers), body)
+        resp = self._response()
+        self.out.append(resp.head(len(body), self.server.extra_head) + resp.frame(body))
+        self._finish()
 
     def start_response(self, status: str, headers: list, exc_info: Any = None) -> Any:
         if exc_info is not None:
@@ -450,13 +453,6 @@ class HttpProtocol(Protocol):
                                             req.method == b"HEAD",
                                             not req.keep_alive or self.server.draining)
         return resp
-
-    def _send_single(self, req: Request, parts: Any, body: bytes) -> None:
-        """A response whose whole body is known (the server's own answers)."""
-        resp = self.response = Response(parts, req.version, req.method == b"HEAD",
-                                        not req.keep_alive or self.server.draining)
-        self.out.append(resp.head(len(body), self.server.extra_head) + resp.frame(body))
-        self._finish()
 
     def _pull_body(self) -> None:
         """Write body chunks until the iterator ends or the transport asks us to pause."""

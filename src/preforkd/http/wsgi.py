@@ -107,19 +107,16 @@ _METHODS: dict[bytes, str] = {}
 _PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 
 
-def base_environ(server_name: str, server_port: str, remote: Any, scheme: str,
+def base_environ(server_name: str, server_port: str, scheme: str,
                  extra: dict[str, Any]) -> dict[str, Any]:
-    """What stays the same for every request on one connection."""
-    if isinstance(remote, tuple):
-        remote_addr, remote_port = remote[0], str(remote[1])
-    else:
-        remote_addr, remote_port = "", ""
+    """What stays the same for every request on one listener (with_headers adds the
+    client's address)."""
     env = {
         "SERVER_NAME": server_name,
         "SERVER_PORT": server_port,
         "SCRIPT_NAME": "",
-        "REMOTE_ADDR": remote_addr,
-        "REMOTE_PORT": remote_port,
+        "REMOTE_ADDR": "",
+        "REMOTE_PORT": "",
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": scheme,
         "wsgi.errors": sys.stderr,
