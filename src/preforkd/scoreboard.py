@@ -13,6 +13,7 @@ from __future__ import annotations
 import mmap
 import struct
 from dataclasses import dataclass
+from functools import partial
 
 # pid, index, generation, state, heartbeat, started, requests, accepted,
 # connections, request_started, method and target of what the worker is busy with,
@@ -86,13 +87,19 @@ class Scoreboard:
 class SlotWriter:
     """The worker's handle on its own slot; the hot-path writes are single pack_into calls."""
 
-    __slots__ = ("mem", "base", "requests", "accepted")
+    __slots__ = ("mem", "base", "requests", "accepted", "busy")
 
     def __init__(self, mem: mmap.mmap, base: int) -> None:
         self.mem = mem
         self.base = base
         self.requests = 0
         self.accepted = 0
+        # busy(now, method, target): name what the worker is doing, so a timeout kill
+        # can say which request hung. One C call per request (a partial of pack_into;
+        # struct truncates and pads the strings itself). There is no "idle" mark:
+        # heartbeats are stamped between callbacks, so a request stamped after the
+        # last heartbeat is one the loop has not come back from.
+        self.busy = partial(_BUSY.pack_into, mem, base + OFF_REQUEST_STARTED)
 
     def beat(self, now: float, connections: int,
              states: tuple[int, int, int] = (0, 0, 0)) -> None:
@@ -101,11 +108,3 @@ class SlotWriter:
         _I.pack_into(self.mem, self.base + OFF_CONNECTIONS, connections)
         _Q.pack_into(self.mem, self.base + OFF_REQUESTS, self.requests)
         _Q.pack_into(self.mem, self.base + OFF_ACCEPTED, self.accepted)
-
-    def busy(self, now: float, method: bytes, target: bytes) -> None:
-        """Name what the worker is doing, so a timeout kill can say which request hung.
-
-        One pack_into: struct truncates and pads the strings itself. There is no
-        "idle" mark: heartbeats are stamped between callbacks, so a request stamped
-        after the last heartbeat is one the loop has not come back from."""
-        _BUSY.pack_into(self.mem, self.base + OFF_REQUEST_STARTED, now, method, target)

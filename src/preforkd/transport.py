@@ -127,11 +127,15 @@ class Transport:
         order of bytes is kept: write() and sendfile() first send what waits here."""
         if self._closing:
             return
-        if self._later is None:
-            self._later = data
+        later = self._later
+        if later is None:
+            # (a caller's bytearray is copied: it is extended in place below)
+            self._later = data if type(data) is bytes else bytes(data)
             self._loop.flush_list.append(self)  # flush() runs after this turn's I/O
+        elif type(later) is bytes:
+            self._later = bytearray(later) + data  # our own from here: extended in place
         else:
-            self._later += data
+            later += data
 
     def flush(self) -> None:
         data = self._later

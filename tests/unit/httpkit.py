@@ -51,6 +51,9 @@ class FakeTransport:
     def write_later(self, data: bytes) -> None:
         self.write(data)  # in memory there is no turn to wait for
 
+    def flush(self) -> None:
+        pass  # (write_later wrote at once)
+
     def write(self, data: bytes) -> None:
         if self.closed:
             return

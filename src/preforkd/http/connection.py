@@ -63,21 +63,21 @@ class HttpError(Exception):
 
 
 class Request:
-    __slots__ = ("method", "target", "version", "headers", "keep_alive", "body",
-                 "body_size", "content_length", "expect", "chunked", "connection_header")
+    """One parsed request. Fields most requests leave alone are class attributes:
+    a new request sets three fields instead of initialising eleven (hot path)."""
 
-    def __init__(self) -> None:
-        self.method = b""
-        self.target = b""
-        self.version = "1.1"
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.keep_alive = True
-        self.body: Any = b""  # bytes, bytearray, or a spooled file past body_buffer_bytes
-        self.body_size = 0
-        self.content_length = -1
-        self.expect = b""
-        self.chunked = False
-        self.connection_header = False
+    method: bytes = b""
+    target: bytes = b""
+    headers: list[tuple[bytes, bytes]]  # set by the parser: never shared
+    version = "1.1"
+    keep_alive = True
+    body: Any = b""  # bytes, bytearray, or a spooled file past body_buffer_bytes
+    body_size = 0
+    content_length = -1
+    expect = b""
+    chunked = False
+    connection_header = False
+    plain = False  # HTTP/1.1, kept alive, no body: nothing above needs a second look
 
     def body_file(self) -> Any:
         """The body as a readable binary file positioned at 0."""
@@ -100,7 +100,8 @@ _WATCHED_LENGTHS = frozenset(len(n) for n in (_CONTENT_LENGTH, _TRANSFER_ENCODIN
 
 class HttpConnection:
     __slots__ = ("limits", "_parser", "events", "request", "in_headers", "_failed",
-                 "_head_bytes", "_big", "eof", "_max_head", "_max_line")
+                 "_head_bytes", "_big", "eof", "_max_head", "_max_line", "_max_count",
+                 "_special")
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
@@ -114,8 +115,10 @@ class HttpConnection:
         # too large, so the per-header byte count is skipped (the common case).
         self._head_bytes = 0
         self._big = False
+        self._special = False  # the request in its headers has a watched header
         self._max_head = limits.max_header_bytes
         self._max_line = limits.max_request_line_bytes
+        self._max_count = limits.max_header_count
         self.eof = False
 
     # `request` is not None while part of a request has arrived and its end has not;
@@ -128,14 +131,13 @@ class HttpConnection:
     def receive_data(self, data: bytes) -> None:
         if self._failed:
             return
-        n = len(data)
-        head = self._head_bytes
-        self._big = head + n > self._max_head
-        if self.request is None or self.in_headers:
-            self._head_bytes = head + n
         parser = self._parser
         if parser is None:
             parser = self._parser = httptools.HttpRequestParser(self)
+        # An unfinished header section's bytes so far plus this read: while that stays
+        # under the limit, no header section completed in this read can be too large,
+        # and on_headers_complete skips the exact count (the common case).
+        self._big = self._head_bytes + len(data) > self._max_head
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -147,12 +149,15 @@ class HttpConnection:
             err = e.__context__
             self._fail(err if isinstance(err, HttpError) else HttpError(400, str(err)))
         except httptools.HttpParserError as e:
-            detail = str(e)
-            self._fail(HttpError(400, detail))
+            self._fail(HttpError(400, str(e)))
             return
-        # llhttp holds a partial header line itself, unbounded: cap what we let it hold.
-        if self.in_headers and self._head_bytes > self._max_head:
-            self._fail(HttpError(431, "header section too large"))
+        if self.in_headers:
+            # The read ended inside a header section. llhttp holds a partial header
+            # line itself, unbounded: cap what we let it hold. (This counts the whole
+            # read, an upper bound of the section's part in it.)
+            self._head_bytes += len(data)
+            if self._head_bytes > self._max_head:
+                self._fail(HttpError(431, "header section too large"))
 
     def receive_eof(self) -> None:
         """The client half-closed: a request cut short is an error (answered, then closed)."""
@@ -187,54 +192,69 @@ class HttpConnection:
     # No on_message_begin: one Python call fewer per request. A request starts with
     # its target's first bytes (llhttp reports nothing earlier).
     def on_url(self, part: bytes) -> None:
-        req = self.request
-        if req is None:
-            req = self.request = Request()
-            self.in_headers = True
-            target = req.target = part
-        else:
+        if self.in_headers:  # the target goes on (split across reads)
+            req = self.request
             target = req.target = req.target + part
+        else:
+            req = self.request = Request()
+            req.headers = []
+            self.in_headers = True
+            self._special = False
+            target = req.target = part
         if len(target) > self._max_line:
             raise HttpError(414, "request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.in_headers:
-            return  # a chunked trailer: dropped (and bounded by llhttp's strictness)
+        if self.in_headers:  # (else a chunked trailer: dropped, bounded by llhttp)
+            self.request.headers.append((name, value))
+            if len(name) in _WATCHED_LENGTHS:
+                self._watch(name.lower(), value)
+
+    def _watch(self, lower: bytes, value: bytes) -> None:
         req = self.request
-        req.headers.append((name, value))
-        if len(name) in _WATCHED_LENGTHS:
-            lower = name.lower()
-            if lower == _CONTENT_LENGTH:
-                req.content_length = int(value)  # llhttp has validated the digits
-            elif lower == _TRANSFER_ENCODING:
-                req.chunked = True  # llhttp rejects any other final coding
-            elif lower == _EXPECT:
-                req.expect = value.lower()
-            elif lower == _CONNECTION:
-                req.connection_header = True
+        if lower == _CONTENT_LENGTH:
+            req.content_length = int(value)  # llhttp has validated the digits
+        elif lower == _TRANSFER_ENCODING:
+            req.chunked = True  # llhttp rejects any other final coding
+        elif lower == _EXPECT:
+            req.expect = value.lower()
+        elif lower == _CONNECTION:
+            req.connection_header = True
+        else:
+            return
+        self._special = True
 
     def on_headers_complete(self) -> None:
         req = self.request
         parser = self._parser
-        limits = self.limits
         self.in_headers = False
         self._head_bytes = 0
-        if len(req.headers) > limits.max_header_count:
+        req.method = parser.get_method()
+        if self._big or len(req.headers) > self._max_count:
+            self._check_size(req)
+        # Without a Connection header llhttp keeps alive only versions with major and
+        # minor >= 1, and the only such version it accepts is 1.1. So a request that
+        # is kept alive and has none of the watched headers is plain HTTP/1.1 without
+        # a body, known without asking for the version (which formats a string).
+        if self._special or not parser.should_keep_alive():
+            self._check_framing(req, parser)
+        else:
+            req.plain = True
+
+    def _check_size(self, req: Request) -> None:
+        if len(req.headers) > self._max_count:
             raise HttpError(431, "too many header fields")
-        if self._big and (len(req.target) + sum(len(n) + len(v) + 4 for n, v in req.headers)
-                          > limits.max_header_bytes):
+        if len(req.target) + sum(len(n) + len(v) + 4 for n, v in req.headers) > self._max_head:
             raise HttpError(431, "header section too large")
+
+    def _check_framing(self, req: Request, parser: Any) -> None:
         keep_alive = req.keep_alive = parser.should_keep_alive()
-        # get_http_version() formats a string (slow). Without a Connection header,
-        # llhttp keeps alive only versions with major and minor >= 1, and the only
-        # such version it accepts is 1.1: then the answer is known without asking.
         if not keep_alive or req.connection_header:
             version = parser.get_http_version()
             if version != "1.1" and version != "1.0":
                 raise HttpError(505, f"HTTP/{version} is not supported")
             req.version = version
-        req.method = parser.get_method()
-        if req.content_length > limits.max_body_bytes:
+        if req.content_length > self.limits.max_body_bytes:
             raise HttpError(413, "request body too large")
         if req.expect:
             if req.expect != b"100-continue":

@@ -37,6 +37,7 @@ from preforkd.http.wsgi import (
     cl_line,
     close_iterable,
     head_parts,
+    target_environ,
     with_headers,
 )
 from preforkd.loader import import_target
@@ -45,6 +46,8 @@ from preforkd.protocols.base import Protocol
 log = logs.log
 
 SWEEP_INTERVAL = 1.0
+TARGET_CACHE = 256  # request targets remembered with their environ keys
+TARGET_CACHED_LEN = 512  # longer targets are rare and not remembered
 IDLE_TRIM_AFTER = 2.0  # seconds idle before a keep-alive connection gives back its caches
 
 # phases
@@ -82,6 +85,8 @@ class HttpServer:
         self.last_status: Any = None  # the last (status, headers) the app gave, encoded
         self.last_headers: Any = None
         self.last_parts: Any = None
+        self.last_heads: dict[int, bytes] = {}  # whole heads for last_parts, by body length
+        self.targets: dict[bytes, Any] = {}  # target -> its environ keys, or an own path
         self.access = logs.AccessLog.open(config.access_log, config.access_log_format,
                                           worker.index if worker else 0)
         self.access_enabled = self.access.enabled
@@ -123,6 +128,7 @@ class HttpServer:
             self._date = now
             date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))
             self.extra_head = f"date: {date}\r\nserver: preforkd\r\n".encode()
+            self.last_heads = {}
 
     def _sweep(self) -> None:
         loop = self.loop
@@ -140,6 +146,39 @@ class HttpServer:
             proto.deadline_passed()
         self.access.flush()
         loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def target_info(self, target: bytes) -> Any:
+        """The environ keys of a request target, or the path when it is one of the
+        server's own paths (bytes); remembered, since the same targets keep coming."""
+        path = target.split(b"?", 1)[0]
+        info = path if path in self.own_paths else target_environ(target)
+        if len(target) <= TARGET_CACHED_LEN:
+            targets = self.targets
+            if len(targets) >= TARGET_CACHE:
+                targets.clear()
+            targets[target] = info
+        return info
+
+    def head_for(self, status: str, headers: list) -> Any:
+        """The encoded head of what the app gave, remembered as the last one."""
+        parts = head_parts(status, headers)
+        self.last_status, self.last_parts = status, parts
+        self.last_headers = list(headers)  # a copy: apps may reuse the list
+        self.last_heads = {}
+        return parts
+
+    def whole_head(self, parts: Any, length: int, close: bool) -> bytes:
+        """Status line, headers, Content-Length, date and the end of the head for a
+        body of `length` bytes. Remembered per length for the last parts (a negative
+        key for a closing response) until the date changes."""
+        head = b"".join((parts.prefix, cl_line(length), self.extra_head,
+                         END_CLOSE if close else END_KEEP))
+        if parts is self.last_parts:
+            heads = self.last_heads
+            if len(heads) >= 64:
+                heads.clear()
+            heads[~length if close else length] = head
+        return head
 
     def listener_environ(self, address: Any) -> dict[str, Any]:
         """The environ keys shared by every connection of one listener."""
@@ -190,7 +229,7 @@ HttpServer.make_protocol.nodelay = False  # type: ignore[attr-defined]
 class HttpProtocol(Protocol):
     __slots__ = ("server", "transport", "conn", "phase", "deadline", "paused",
                  "response", "result", "body_iter", "request", "started", "status",
-                 "headers", "out", "env_headers", "env_template", "served",
+                 "headers", "env_headers", "env_template", "served",
                  "start_response_cb")
 
     def __init__(self, server: HttpServer) -> None:
@@ -206,7 +245,6 @@ class HttpProtocol(Protocol):
         self.started = 0.0
         self.status: str | None = None  # from start_response
         self.headers: Any = None
-        self.out: list[bytes] = []  # responses of one read, sent with one write (None idle)
         self.env_headers: Any = None  # the header fields env_template was built for
         self.env_template: Any = None
         # Most connections that stop after a request or two never need the caches;
@@ -239,8 +277,6 @@ class HttpProtocol(Protocol):
         """Idle for a while: give back what the next request can rebuild."""
         self.env_headers = self.env_template = None
         self.conn.release()
-        if not self.out:
-            self.out = None  # type: ignore[assignment]  # _process makes a new one
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.phase = CLOSED
@@ -272,38 +308,26 @@ class HttpProtocol(Protocol):
         return True  # a response in flight still goes out; _settle closes after it
 
     def _process(self) -> None:
-        """Run queued events until one needs more data or a response is in flight."""
-        if self.out is None:
-            self.out = []
+        """Run queued events until one needs more data or a response is in flight.
+
+        Responses go out with write_later: those of one read (pipelining), and of
+        every connection served in this loop turn, leave in one send each."""
         events = self.conn.events
         while events and self.phase < RESPONDING:
             event = events.pop(0)
             if type(event) is Request:
                 self.handle_request(event)
             elif event is CONTINUE:
-                self.out.append(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.transport.write_later(b"HTTP/1.1 100 Continue\r\n\r\n")
             else:
                 self.send_error(event.status, event.detail)
-        if self.out:
-            out = self.out
-            self.transport.write_later(out[0] if len(out) == 1 else b"".join(out))
-            out.clear()
         if self.phase < RESPONDING:
             self._settle()
 
     def _close(self) -> None:
-        """Close after what is in `out` (sent with the turn's other writes)."""
-        out = self.out
-        if out:
-            self.transport.write_later(out[0] if len(out) == 1 else b"".join(out))
-            out.clear()
+        """Close once what was written is sent (with the turn's other writes)."""
         self.transport.close()
         self.phase = CLOSED
-
-    def _flush(self) -> None:
-        out = self.out
-        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-        out.clear()
 
     def _settle(self) -> None:
         """Between requests or inside one: pick the phase and its deadline."""
@@ -339,13 +363,12 @@ class HttpProtocol(Protocol):
         if server.access_enabled:
             self.started = time.monotonic()
         target = req.target
-        own = server.own_paths
-        # (`63 in target` is "?"; an int membership test is many times faster than b"?")
-        if own and (target in own or (63 in target and target.split(b"?", 1)[0] in own)):
-            self.answer_own_path(req, target.split(b"?", 1)[0])
+        line = server.targets.get(target) or server.target_info(target)
+        if type(line) is bytes:
+            self.answer_own_path(req, line)
             return
         slot.busy(server.loop.now, req.method, target)
-        self.status = self.headers = None
+        self.status = None
         served = self.served = self.served + 1
         if req.headers == self.env_headers:
             template = self.env_template
@@ -355,42 +378,42 @@ class HttpProtocol(Protocol):
                 # Cached only once a connection proves busy: a freed template leaves
                 # a hole in the heap, and idle connections would keep RSS at the peak.
                 self.env_headers, self.env_template = req.headers, template
-        env = build_environ(template, req)
         try:
-            result = self.result = server.app(env, self.start_response_cb)
-            if (type(result) is list and len(result) == 1 and self.response is None
-                    and self.status is not None):
-                status, headers = self.status, self.headers
+            result = self.result = server.app(build_environ(template, line, req),
+                                              self.start_response_cb)
+            status = self.status
+            if (type(result) is list and len(result) == 1 and status is not None
+                    and self.response is None):
+                headers = self.headers
                 if status is server.last_status and headers == server.last_headers:
                     parts = server.last_parts  # the app answered as last time (usual)
                 else:
-                    parts = head_parts(status, headers)
-                    server.last_status, server.last_parts = status, parts
-                    server.last_headers = list(headers)  # a copy: apps may reuse the list
+                    parts = server.head_for(status, headers)
                 if not parts.bodyless:
                     body = result[0]
                     n = len(body)
-                    if parts.content_length >= 0 and parts.content_length != n:
+                    if parts.content_length != n and parts.content_length >= 0:
                         raise AppError(f"body of {n} bytes, Content-Length "
                                        f"{parts.content_length}")
-                    close = parts.close or not req.keep_alive or server.draining
+                    self.result = self.request = None  # a list has nothing to close
                     if req.method == b"HEAD":
                         body = b""
-                    self.out.append(b"".join((parts.prefix, cl_line(n), server.extra_head,
-                                              END_CLOSE if close else END_KEEP, body)))
-                    self.result = self.request = None  # a list has nothing to close
                     if server.access_enabled:
                         self._log_access(req, n)
-                    if close:
+                    if parts.close or server.draining or not req.keep_alive:
+                        self.transport.write_later((server.last_heads.get(~n)
+                                                    or server.whole_head(parts, n, True)) + body)
                         self._close()
-                    else:
-                        self.phase = IDLE
-                        if served <= 2:
-                            # A young connection: it may well go idle now, so keep
-                            # nothing (the parser costs ~1 µs to make again).
-                            self.conn.release()
-                            if served == 1:
-                                self.set_nodelay()  # it lives on: small writes go now
+                        return
+                    self.transport.write_later((server.last_heads.get(n)
+                                                or server.whole_head(parts, n, False)) + body)
+                    self.phase = IDLE
+                    if served <= 2:
+                        # A young connection: it may well go idle now, so keep
+                        # nothing (the parser costs ~1 µs to make again).
+                        self.conn.release()
+                        if served == 1:
+                            self.set_nodelay()  # it lives on: small writes go now
                     return
             if type(result) is FileWrapper and self.response is None and self._send_file(result):
                 return
@@ -415,7 +438,8 @@ class HttpProtocol(Protocol):
         """A response whose whole body is known (the server's own answers)."""
         self.status, self.headers = status, [("content-type", content_type)]
         resp = self._response()
-        self.out.append(resp.head(len(body), self.server.extra_head) + resp.frame(body))
+        self.transport.write_later(resp.head(len(body), self.server.extra_head)
+                                   + resp.frame(body))
         self._finish()
 
     def start_response(self, status: str, headers: list, exc_info: Any = None) -> Any:
@@ -436,11 +460,8 @@ class HttpProtocol(Protocol):
         """PEP 3333's write(): the head goes first, then the data, unbuffered."""
         resp = self._response()
         if not resp.head_sent:
-            self.out.append(resp.head(-1, self.server.extra_head))
-        chunk = resp.frame(data)
-        if chunk:
-            self.out.append(chunk)
-        self._flush()
+            self.transport.write_later(resp.head(-1, self.server.extra_head))
+        self.transport.write(resp.frame(data))  # (after the head, in one send)
 
     def _response(self) -> Response:
         resp = self.response
@@ -469,25 +490,24 @@ class HttpProtocol(Protocol):
                 second = None if first is None else next(it, None)
                 resp = self._response()
                 if first is None:
-                    self.out.append(resp.head(0, extra))
+                    data = resp.head(0, extra)
+                elif second is None:
+                    data = resp.head(len(first), extra) + resp.frame(first)
                 else:
-                    if second is None:
-                        data = resp.head(len(first), extra) + resp.frame(first)
-                        self.out.append(data)
-                    else:
-                        self.out.append(resp.head(-1, extra))
-                        self.out.append(resp.frame(first))
-                        self.out.append(resp.frame(second))
-                        self._flush()
-                        if self.paused:
-                            return
+                    # Each piece is written once validated: if the next one breaks the
+                    # framing, what went before is a true start of the response.
+                    self.transport.write_later(resp.head(-1, extra) + resp.frame(first))
+                    self.transport.write(resp.frame(second))
+                    if not self.paused:
                         self._pull_rest(it)
-                        return
+                    return
             else:
-                resp = self.response
                 self._pull_rest(it)
                 return
-            self.out.append(resp.end())
+            self.transport.write_later(data)
+            end = resp.end()
+            if end:
+                self.transport.write_later(end)
         except Exception as e:
             self._app_failed(e)
             return
@@ -519,8 +539,7 @@ class HttpProtocol(Protocol):
                 raise AppError(f"Content-Length {resp.content_length} is past the end "
                                f"of the file ({count} bytes)")
             count = resp.content_length
-        self.out.append(head)
-        self._flush()
+        self.transport.write(head)
         if resp.head_only or count == 0:
             self._finish()
         else:
@@ -540,8 +559,7 @@ class HttpProtocol(Protocol):
         else:
             log.error("event=app-exception request=%r", what, exc_info=e)
         if resp is not None and resp.head_sent:
-            if self.out:  # each piece in it was validated: the start of a true response
-                self._flush()
+            self.transport.flush()  # earlier responses of this turn still go out
             self._close_result()
             self.transport.abort()  # mid-body: only a broken connection tells the truth
             self.phase = CLOSED
@@ -568,8 +586,6 @@ class HttpProtocol(Protocol):
         if self.phase == CLOSED:
             return
         if resp is None or resp.close:
-            if self.out:
-                self._flush()
             self.transport.close()
             self.phase = CLOSED
             return
@@ -590,8 +606,7 @@ class HttpProtocol(Protocol):
                 f"content-length: {len(body)}\r\n").encode() + self.server.extra_head
         if self.request is not None and self.request.method == b"HEAD":
             body = b""
-        self.out.append(head + b"connection: close\r\n\r\n" + body)
-        self._flush()
+        self.transport.write_later(head + b"connection: close\r\n\r\n" + body)
         self.transport.close()
         self.phase = CLOSED
         if status >= 500:
@@ -599,8 +614,6 @@ class HttpProtocol(Protocol):
         log.info("event=client-error status=%d detail=%s", status, detail)
 
     def deadline_passed(self) -> None:
-        if self.out is None:
-            self.out = []
         phase = self.phase
         self.deadline = 0.0
         if phase == HEADERS and self.conn.request is None:
@@ -620,8 +633,6 @@ class HttpProtocol(Protocol):
             self.deadline = self.server.loop.now + self.server.write_timeout
 
     def resume_writing(self) -> None:
-        if self.out is None:
-            self.out = []
         self.paused = False
         if self.phase == CLOSED:
             return

@@ -104,21 +104,28 @@ class _EmptyInput:
 
 EMPTY_INPUT = _EmptyInput()
 _METHODS: dict[bytes, str] = {}
-_PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 
 
 def base_environ(server_name: str, server_port: str, scheme: str,
                  extra: dict[str, Any]) -> dict[str, Any]:
     """What stays the same for every request on one listener (with_headers adds the
-    client's address)."""
+    client's address). It holds the values of a usual request (HTTP/1.1, no body):
+    build_environ overrides them only for the others. The per-request keys are
+    there too, so that filling them in a copy never grows (and rehashes) the dict."""
     env = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/",
+        "QUERY_STRING": "",
+        "RAW_URI": "/",
         "SERVER_NAME": server_name,
         "SERVER_PORT": server_port,
+        "SERVER_PROTOCOL": "HTTP/1.1",
         "SCRIPT_NAME": "",
         "REMOTE_ADDR": "",
         "REMOTE_PORT": "",
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": scheme,
+        "wsgi.input": EMPTY_INPUT,
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": False,
         "wsgi.multiprocess": True,
@@ -153,12 +160,12 @@ def with_headers(base: dict[str, Any], headers: list[tuple[bytes, bytes]],
     return env
 
 
-def build_environ(base: dict[str, Any], req: Request) -> dict[str, Any]:
-    """The environ for one request; `base` is with_headers() for its header fields."""
-    target = req.target
+def target_environ(target: bytes) -> dict[str, str]:
+    """PATH_INFO, QUERY_STRING and RAW_URI for a request target (callers cache it:
+    the same targets come again and again)."""
     raw = target.decode("latin-1")
     # Byte tests by int (63 is "?", 37 "%", 47 "/"): `37 in b` is a memchr, while
-    # `b"%" in b` and .find() cost several times more on this hot path.
+    # `b"%" in b` and .find() cost several times more.
     if 63 in target:
         path, _, query_b = target.partition(b"?")
         query = query_b.decode("latin-1")
@@ -176,18 +183,26 @@ def build_environ(base: dict[str, Any], req: Request) -> dict[str, Any]:
         path_info = raw
     else:
         path_info = path.decode("latin-1")
+    return {"PATH_INFO": path_info, "QUERY_STRING": query, "RAW_URI": raw}
+
+
+def build_environ(template: dict[str, Any], line: dict[str, str], req: Request) -> dict[str, Any]:
+    """The environ for one request: `template` is with_headers() for its header fields,
+    `line` target_environ() for its target."""
+    env = template.copy()
+    env.update(line)
     method = _METHODS.get(req.method)
     if method is None:
         method = req.method.decode("ascii")
         if len(_METHODS) < 64:
             _METHODS[req.method] = method
-    env = dict(base, REQUEST_METHOD=method, PATH_INFO=path_info, QUERY_STRING=query,
-               RAW_URI=raw, SERVER_PROTOCOL=_PROTOCOLS[req.version])
-    if req.body_size or req.content_length >= 0 or req.chunked:
-        env["CONTENT_LENGTH"] = str(req.body_size)
-        env["wsgi.input"] = req.body_file()
-    else:
-        env["wsgi.input"] = EMPTY_INPUT
+    env["REQUEST_METHOD"] = method
+    if not req.plain:
+        if req.version != "1.1":
+            env["SERVER_PROTOCOL"] = "HTTP/" + req.version
+        if req.content_length >= 0 or req.chunked:
+            env["CONTENT_LENGTH"] = str(req.body_size)
+            env["wsgi.input"] = req.body_file()
     return env
 
 
