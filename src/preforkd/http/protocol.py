@@ -331,11 +331,12 @@ class HttpProtocol(Protocol):
 
     def _settle(self) -> None:
         """Between requests or inside one: pick the phase and its deadline."""
-        conn, server = self.conn, self.server
-        if conn.eof or (server.draining and conn.request is None):
-            self._close()
-            return
+        conn = self.conn
         if conn.request is None:
+            server = self.server
+            if conn.eof or server.draining:
+                self._close()
+                return
             if self.phase != IDLE or not self.deadline:
                 self.phase = IDLE
                 self.deadline = server.loop.now + server.keepalive_timeout
@@ -343,10 +344,10 @@ class HttpProtocol(Protocol):
             if self.phase != HEADERS:
                 self.phase = HEADERS  # the whole header section gets header_timeout
                 if self.served or not self.deadline:  # (a new connection's runs from accept)
-                    self.deadline = server.loop.now + server.header_timeout
+                    self.deadline = self.server.loop.now + self.server.header_timeout
         else:
             self.phase = BODY  # body_timeout runs between reads
-            self.deadline = server.loop.now + server.body_timeout
+            self.deadline = self.server.loop.now + self.server.body_timeout
         if not self.paused and not self.transport.reading:
             self.transport.resume_reading()
 

@@ -16,7 +16,7 @@ import re
 import stat
 import sys
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from preforkd.http.connection import Request
@@ -206,11 +206,16 @@ def build_environ(template: dict[str, Any], line: dict[str, str], req: Request) 
     return env
 
 
-class HeadParts(NamedTuple):
-    prefix: bytes  # status line and the app's headers, validated and encoded
-    content_length: int  # the app's Content-Length, or -1
-    close: bool  # the app sent Connection: close
-    bodyless: bool  # 1xx, 204, 304
+class HeadParts:
+    """What start_response got, validated and encoded (read on every request: slots)."""
+
+    __slots__ = ("prefix", "content_length", "close", "bodyless")
+
+    def __init__(self, prefix: bytes, content_length: int, close: bool, bodyless: bool) -> None:
+        self.prefix = prefix  # status line and the app's headers
+        self.content_length = content_length  # the app's Content-Length, or -1
+        self.close = close  # the app sent Connection: close
+        self.bodyless = bodyless  # 1xx, 204, 304
 
 
 _head_cache: dict[tuple, HeadParts] = {}
