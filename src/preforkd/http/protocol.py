@@ -36,6 +36,7 @@ from preforkd.http.wsgi import (
     build_environ,
     cl_line,
     close_iterable,
+    fill_environ,
     head_parts,
     target_environ,
     with_headers,
@@ -372,16 +373,17 @@ class HttpProtocol(Protocol):
         self.status = None
         served = self.served = self.served + 1
         if req.headers == self.env_headers:
-            template = self.env_template
-        else:
+            env = build_environ(self.env_template, line, req)
+        elif served > 2:
+            # Cached only once a connection proves busy: a freed template leaves
+            # a hole in the heap, and idle connections would keep RSS at the peak.
             template = self.connection_environ(req.headers)
-            if served > 2:
-                # Cached only once a connection proves busy: a freed template leaves
-                # a hole in the heap, and idle connections would keep RSS at the peak.
-                self.env_headers, self.env_template = req.headers, template
+            self.env_headers, self.env_template = req.headers, template
+            env = build_environ(template, line, req)
+        else:
+            env = fill_environ(self.connection_environ(req.headers), line, req)
         try:
-            result = self.result = server.app(build_environ(template, line, req),
-                                              self.start_response_cb)
+            result = self.result = server.app(env, self.start_response_cb)
             status = self.status
             if (type(result) is list and len(result) == 1 and status is not None
                     and self.response is None):

@@ -144,10 +144,10 @@ def with_headers(base: dict[str, Any], headers: list[tuple[bytes, bytes]],
 
     The result depends on nothing else, so a connection can reuse it for as long as
     its client repeats the same header fields (most do)."""
+    env = base.copy()
     if isinstance(remote, tuple):
-        env = dict(base, REMOTE_ADDR=remote[0], REMOTE_PORT=str(remote[1]))
-    else:
-        env = dict(base)
+        env["REMOTE_ADDR"] = remote[0]
+        env["REMOTE_PORT"] = str(remote[1])
     names = _env_names
     for name, value in headers:
         key = names.get(name) or env_name(name)
@@ -189,7 +189,11 @@ def target_environ(target: bytes) -> dict[str, str]:
 def build_environ(template: dict[str, Any], line: dict[str, str], req: Request) -> dict[str, Any]:
     """The environ for one request: `template` is with_headers() for its header fields,
     `line` target_environ() for its target."""
-    env = template.copy()
+    return fill_environ(template.copy(), line, req)
+
+
+def fill_environ(env: dict[str, Any], line: dict[str, str], req: Request) -> dict[str, Any]:
+    """build_environ() in place, for a template made for this request alone."""
     env.update(line)
     method = _METHODS.get(req.method)
     if method is None:
