@@ -75,6 +75,22 @@ VALID = {
     "absolute-form": (b"GET http://example.com/x HTTP/1.1\r\n\r\n",
                       [(b"GET", b"http://example.com/x", "1.1", (), b"", True)]),
     "leading-crlf": (b"\r\nGET / HTTP/1.1\r\n\r\n", [(b"GET", b"/", "1.1", (), b"", True)]),
+    "leading-crlf-http10": (b"\r\nGET / HTTP/1.0\r\n\r\n", [(b"GET", b"/", "1.0", (), b"", False)]),
+    # The version of a parser's first request may be read off its first line: the
+    # requests after it must not be.
+    "versions-11-then-10": (b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.0\r\n\r\n",
+                            [(b"GET", b"/1", "1.1", (), b"", True),
+                             (b"GET", b"/2", "1.0", (), b"", False)]),
+    "versions-10-then-11": (b"GET /1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                            b"GET /2 HTTP/1.1\r\nConnection: close\r\n\r\n",
+                            [(b"GET", b"/1", "1.0", ((b"Connection", b"keep-alive"),), b"", True),
+                             (b"GET", b"/2", "1.1", ((b"Connection", b"close"),), b"", False)]),
+    "expect-then-http10": (b"POST /1 HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n"
+                           b"\r\nokGET /2 HTTP/1.0\r\n\r\n",
+                           [CONTINUE,
+                            (b"POST", b"/1", "1.1", ((b"Expect", b"100-continue"),
+                                                     (b"Content-Length", b"2")), b"ok", True),
+                            (b"GET", b"/2", "1.0", (), b"", False)]),
 }
 
 
