@@ -35,6 +35,7 @@ class FakeWorker:
         self.on_reopen: list = []
         self.on_exit: list = []
         self.on_drain: list = []
+        self.connections: set = set()
 
 
 class FakeTransport:

@@ -81,7 +81,6 @@ class HttpServer:
         self.write_timeout = config.write_timeout
         self.loop = worker.loop if worker else None
         self.slot = worker.slot if worker else None
-        self.protocols: set[HttpProtocol] = set()
         self._listener_environs: dict[Any, dict[str, Any]] = {}
         self.last_status: Any = None  # the last (status, headers) the app gave, encoded
         self.last_headers: Any = None
@@ -110,7 +109,7 @@ class HttpServer:
         """(reading, writing, waiting) connections, as nginx's stub_status counts them;
         counted at heartbeat time, so requests pay nothing for it."""
         reading = writing = waiting = 0
-        for proto in self.protocols:
+        for proto in self.live():
             phase = proto.phase
             if phase == IDLE:
                 waiting += 1
@@ -119,6 +118,11 @@ class HttpServer:
             else:
                 reading += 1
         return reading, writing, waiting
+
+    def live(self) -> Iterator[HttpProtocol]:
+        """The protocols of the worker's open connections (the worker keeps the set:
+        one set add and discard per connection, not two)."""
+        return (transport.protocol for transport in self.worker.connections)
 
     def _drain(self) -> None:
         self.draining = True
@@ -137,7 +141,7 @@ class HttpServer:
         self._tick()
         idle_since = now - self.config.keepalive_timeout + IDLE_TRIM_AFTER
         expired = []
-        for proto in self.protocols:
+        for proto in self.live():
             deadline = proto.deadline
             if deadline and deadline <= now:
                 expired.append(proto)
@@ -256,7 +260,6 @@ class HttpProtocol(Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         server = self.server
-        server.protocols.add(self)
         self.deadline = server.loop.now + server.header_timeout
 
     def set_nodelay(self) -> None:
@@ -282,7 +285,6 @@ class HttpProtocol(Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.phase = CLOSED
         self.deadline = 0.0
-        self.server.protocols.discard(self)
         if self.result is not None:  # the client left mid-response: the app still gets close()
             self._close_result()
         # Break the cycles (transport <-> protocol, parser <-> connection) so memory goes
