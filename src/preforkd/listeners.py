@@ -56,26 +56,21 @@ def parse_bind(spec: str) -> BindSpec:
 class Listener:
     """One listening socket and the spec it came from."""
 
-    __slots__ = ("sock", "spec", "unlink_path", "_address", "family", "type")
+    __slots__ = ("sock", "spec", "unlink_path", "address", "family", "type")
 
     def __init__(self, sock: socket.socket, spec: str, unlink_path: str = "") -> None:
         self.sock = sock
         self.spec = spec
         self.unlink_path = unlink_path  # unix socket file we created and remove at exit
-        self._address: tuple[str, str] | None = None
         self.family = int(sock.family)  # plain ints, for building accepted sockets fast
         self.type = int(sock.type)
-
-    @property
-    def address(self) -> tuple[str, str]:
-        """(SERVER_NAME, SERVER_PORT) as WSGI wants them, for every connection it accepts."""
-        if self._address is None:
-            addr = self.sock.getsockname()
-            if isinstance(addr, tuple):
-                self._address = (addr[0], str(addr[1]))
-            else:
-                self._address = ("localhost", "80")
-        return self._address
+        # (SERVER_NAME, SERVER_PORT) as WSGI wants them, for every connection it accepts;
+        # known up front, since connections outlive the listener in a graceful stop.
+        addr = sock.getsockname()
+        if isinstance(addr, tuple):
+            self.address = (addr[0], str(addr[1]))
+        else:
+            self.address = ("localhost", "80")
 
     @property
     def name(self) -> str:

@@ -5,10 +5,16 @@ bytearray and the fd is watched for writability only while that buffer is
 non-empty. Above HIGH_WATER the protocol is told to pause_writing (the
 default protocol then pauses reading), so a client that never reads costs at
 most one buffer, not unbounded memory.
+
+An accepted connection is a bare fd: reads and writes are os.read/os.write,
+and a socket object is made only when something asks for one (a socket
+option, shutdown, addresses). Making one costs a getsockname() syscall, which
+a one-request connection does not need.
 """
 
 from __future__ import annotations
 
+import _socket
 import os
 import socket
 from collections.abc import Callable
@@ -22,16 +28,22 @@ LOW_WATER = 64 * 1024
 class Transport:
     __slots__ = ("_loop", "_sock", "_fd", "protocol", "_buffer", "_closing", "_lost",
                  "reading", "_protocol_paused", "_on_close", "_eof_after_flush",
-                 "_file", "_tail", "_peer", "listener_address", "_later")
+                 "_file", "_tail", "_peer", "listener", "_later")
 
-    def __init__(self, loop: Any, sock: socket.socket, protocol: Any,
+    def __init__(self, loop: Any, sock: socket.socket | int, protocol: Any,
                  on_close: Callable[[Transport], Any], peername: Any = None,
-                 listener_address: Any = None) -> None:
+                 listener: Any = None) -> None:
+        """`sock`: a socket, or the fd of a non-blocking accepted one (`listener`,
+        which accepted it, then tells its family and type)."""
         self._peer = peername  # from accept(), handed out once (then getpeername())
-        self.listener_address = listener_address  # shared by all connections of a listener
+        self.listener = listener  # shared by all connections it accepted
         self._loop = loop
-        self._sock = sock
-        self._fd = sock.fileno()
+        if isinstance(sock, int):
+            self._sock: Any = None
+            self._fd = sock
+        else:
+            self._sock = sock
+            self._fd = sock.fileno()
         self.protocol = protocol
         self._buffer: bytearray | None = None  # only while the kernel lags behind
         self._closing = False
@@ -53,7 +65,7 @@ class Transport:
         if self._closing:
             return  # closed earlier in this loop turn; the fd goes at the turn's end
         try:
-            data = self._sock.recv(READ_SIZE)
+            data = os.read(self._fd, READ_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -103,7 +115,7 @@ class Transport:
         buf = self._buffer
         if buf is None:
             try:
-                n = self._sock.send(data)
+                n = os.write(self._fd, data)
             except (BlockingIOError, InterruptedError):
                 n = 0
             except OSError as exc:
@@ -173,7 +185,7 @@ class Transport:
         buf = self._buffer
         if buf:
             try:
-                n = self._sock.send(buf)
+                n = os.write(self._fd, buf)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -235,7 +247,7 @@ class Transport:
 
     def _shutdown_write(self) -> None:
         try:
-            self._sock.shutdown(socket.SHUT_WR)
+            self.socket().shutdown(socket.SHUT_WR)
         except OSError:
             pass
 
@@ -280,7 +292,10 @@ class Transport:
         try:
             self.protocol.connection_lost(exc)
         finally:
-            self._sock.close()
+            if self._sock is not None:
+                self._sock.close()
+            else:
+                os.close(self._fd)
             self._on_close(self)
             self._peer = None
             self.protocol = None  # no transport <-> protocol cycle left for the collector
@@ -291,11 +306,25 @@ class Transport:
                 # Given once without a syscall, then forgotten: an address tuple costs
                 # more than the rest of an idle connection's state.
                 peer, self._peer = self._peer, None
-                return peer if peer is not None else self._sock.getpeername()
+                return peer if peer is not None else self.socket().getpeername()
             if name == "sockname":
-                return self._sock.getsockname()
+                return self.socket().getsockname()
+            if name == "socket":
+                return self.socket()
         except OSError:
             return default
-        if name == "socket":
-            return self._sock
         return default
+
+    def socket(self) -> Any:
+        """The connection's socket object (made on first use; it owns the fd from then)."""
+        if self._lost:
+            raise OSError("transport is closed")
+        sock = self._sock
+        if sock is None:
+            listener = self.listener
+            if listener is not None:
+                sock = _socket.socket(listener.family, listener.type, 0, self._fd)
+            else:
+                sock = _socket.socket(fileno=self._fd)
+            self._sock = sock
+        return sock

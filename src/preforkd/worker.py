@@ -24,7 +24,9 @@ from __future__ import annotations
 import _socket
 import errno
 import faulthandler
+import fcntl
 import gc
+import os
 import signal
 import socket
 from collections.abc import Callable
@@ -149,8 +151,9 @@ class WorkerProcess:
             self.loop.remove_reader(listener.sock.fileno())
 
     def _accept(self, listener: Listener) -> None:
-        accept = listener.sock._accept  # socket.accept() spends microseconds on enums
-        family, type_ = listener.family, listener.type
+        # Bare fds: socket.accept() spends microseconds on enums and a socket object
+        # costs a getsockname() syscall (the transport makes one if it is asked to).
+        accept = listener.sock._accept
         room = self.config.worker_connections - len(self.connections)
         accepted = 0
         for _ in range(min(room, ACCEPT_BATCH)):
@@ -166,8 +169,7 @@ class WorkerProcess:
                     continue  # the client gave up while queued
                 raise
             accepted += 1
-            # The C-level socket is all a transport needs, and smaller than socket.socket.
-            self._serve(_socket.socket(family, type_, 0, fd), addr, listener.address)
+            self._serve(fd, addr, listener)
         if len(self.connections) >= self.config.worker_connections:
             self._stop_accepting()  # _connection_closed resumes below the cap
         elif accepted and self.rotate:
@@ -179,13 +181,22 @@ class WorkerProcess:
             self.loop.remove_reader(fd)
             self.loop.add_exclusive_reader(fd, partial(self._accept, listener))
 
-    def _serve(self, conn: Any, addr: Any, listener_address: Any) -> None:
-        conn.setblocking(False)
-        if self.nodelay and conn.family != socket.AF_UNIX:
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def _serve(self, fd: int, addr: Any, listener: Listener) -> None:
+        # An accepted socket's file status flags are all clear: one fcntl, no F_GETFL.
+        fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)
         self.slot.accepted += 1
-        transport = Transport(self.loop, conn, self.factory(), self._closed_callback, addr,
-                              listener_address)
+        conn: Any = fd
+        try:
+            if self.nodelay and listener.family != socket.AF_UNIX:
+                conn = _socket.socket(listener.family, listener.type, 0, fd)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            protocol = self.factory()
+        except Exception as e:
+            if not isinstance(e, OSError):  # (an OSError: the client is already gone)
+                log.exception("worker=%d event=protocol-error", self.index)
+            conn.close() if conn is not fd else os.close(fd)
+            return
+        transport = Transport(self.loop, conn, protocol, self._closed_callback, addr, listener)
         self.connections.add(transport)
         try:
             transport.start()
@@ -273,10 +284,10 @@ class WorkerProcess:
     def _drain_accept_queue(self, listener: Listener) -> None:
         while len(self.connections) < self.config.worker_connections:
             try:
-                conn, addr = listener.sock.accept()
+                fd, addr = listener.sock._accept()
             except OSError:
                 return
-            self._serve(conn, addr, listener.address)
+            self._serve(fd, addr, listener)
 
     def _graceful_expired(self) -> None:
         log.warning("worker=%d event=graceful-timeout aborted=%d", self.index,

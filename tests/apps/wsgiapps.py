@@ -19,6 +19,12 @@ def _app(environ, start_response):
         return (f"line {i}\n".encode() for i in range(100))
     if path == "/error":
         raise RuntimeError("the test app fails on purpose")
+    if path == "/where":
+        body = " ".join(environ[k] for k in ("REMOTE_ADDR", "SERVER_NAME", "SERVER_PORT",
+                                             "SERVER_PROTOCOL")).encode()
+        start_response("200 OK", [("Content-Type", "text/plain"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
     if path == "/pid":
         body = str(os.getpid()).encode()
         start_response("200 OK", [("Content-Type", "text/plain"),

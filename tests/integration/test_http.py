@@ -44,6 +44,36 @@ def test_keep_alive_reuses_one_connection_for_1000_requests(http_server):
     c.close()
 
 
+def test_environ_names_both_ends_of_the_connection(http_server):
+    conn = client(http_server)
+    for version in ("HTTP/1.1", "HTTP/1.1", "HTTP/1.1"):  # fresh, then kept-alive requests
+        conn.request("GET", "/where")
+        assert conn.getresponse().read().decode() == (
+            f"127.0.0.1 127.0.0.1 {http_server.address[1]} {version}")
+    conn.close()
+    with socket.create_connection(http_server.address, timeout=10) as s:
+        s.sendall(b"GET /where HTTP/1.0\r\n\r\n")
+        assert read_until_closed(s).endswith(
+            f"127.0.0.1 127.0.0.1 {http_server.address[1]} HTTP/1.0".encode())
+
+
+def test_http_over_a_unix_socket(server, tmp_path):
+    path = tmp_path / "http.sock"
+    srv = server("-b", f"unix:{path}", "--app", "wsgiapps:app", "-w", "1", bind=False)
+    srv.wait_ready(1)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(path))
+        for _ in range(3):  # past the first response, where TCP connections get NODELAY
+            s.sendall(b"GET /where HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while not data.endswith(b"HTTP/1.1"):
+                chunk = s.recv(4096)
+                assert chunk, data
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b" localhost 80 HTTP/1.1")
+
+
 def test_20_pipelined_requests_in_one_send(http_server):
     with socket.create_connection(http_server.address, timeout=10) as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 19

@@ -38,6 +38,11 @@ class FakeWorker:
         self.connections: set = set()
 
 
+class FakeListener:
+    address = ("127.0.0.1", "8000")
+    family = 2  # AF_INET
+
+
 class FakeTransport:
     def __init__(self, protocol: Any, write_limit: int = 1 << 30) -> None:
         self.protocol = protocol
@@ -46,7 +51,7 @@ class FakeTransport:
         self.aborted = False
         self.reading = True
         self.write_limit = write_limit  # pause_writing past this much unread output
-        self.listener_address = ("127.0.0.1", "8000")
+        self.listener = FakeListener()
         self.paused = False
 
     def write_later(self, data: bytes) -> None:

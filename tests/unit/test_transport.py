@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+
+import pytest
 
 from preforkd.loop import Loop
 from preforkd.protocols.base import Protocol
@@ -33,13 +36,24 @@ class Recorder(Protocol):
         super().resume_writing()
 
 
+KIND = {"bare": False}
+
+
+@pytest.fixture(autouse=True, params=["socket", "bare-fd"])
+def _transport_kind(request):
+    """Every test runs over a socket object and over a bare fd (as the worker accepts)."""
+    KIND["bare"] = request.param == "bare-fd"
+    yield
+    KIND["bare"] = False
+
+
 def make():
     loop = Loop()
     a, b = socket.socketpair()
     a.setblocking(False)
     closed = []
     proto = Recorder()
-    t = Transport(loop, a, proto, closed.append)
+    t = Transport(loop, a.detach() if KIND["bare"] else a, proto, closed.append)
     t.start()
     return loop, t, proto, b, closed
 
@@ -163,3 +177,21 @@ def test_write_eof_half_closes_after_buffered_data():
     assert bytes(got) == big and t.get_write_buffer_size() == 0
     peer.sendall(b"still readable")  # only our side is shut: the peer can still write
     run_until(loop, lambda: bytes(proto.data).endswith(b"still readable"))
+
+
+def test_socket_object_made_on_demand_and_gone_with_the_connection():
+    loop, t, proto, peer, closed = make()
+    sock = t.get_extra_info("socket")
+    assert sock is not None and sock.fileno() == t._fd
+    assert t.get_extra_info("socket") is sock  # one object, made once
+    fd = t._fd
+    t.close()
+    tick(loop)
+    assert closed == [t]
+    assert t.get_extra_info("socket") is None
+    try:
+        os.fstat(fd)
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the fd is still open")

@@ -185,12 +185,12 @@ class HttpServer:
             heads[~length if close else length] = head
         return head
 
-    def listener_environ(self, address: Any) -> dict[str, Any]:
+    def listener_environ(self, listener: Any) -> dict[str, Any]:
         """The environ keys shared by every connection of one listener."""
-        env = self._listener_environs.get(address)
+        env = self._listener_environs.get(listener)
         if env is None:
-            name, port = address or ("localhost", "80")
-            env = self._listener_environs[address] = base_environ(
+            name, port = listener.address if listener is not None else ("localhost", "80")
+            env = self._listener_environs[listener] = base_environ(
                 name, port, "http", self.environ_extra)
         return env
 
@@ -263,6 +263,9 @@ class HttpProtocol(Protocol):
         self.deadline = server.loop.now + server.header_timeout
 
     def set_nodelay(self) -> None:
+        listener = self.transport.listener
+        if listener is not None and listener.family == socket.AF_UNIX:
+            return  # (without making a socket object to find out)
         sock = self.transport.get_extra_info("socket")
         if sock is not None and sock.family != socket.AF_UNIX:
             try:
@@ -274,7 +277,7 @@ class HttpProtocol(Protocol):
         """What stays the same for every request on this connection while its client
         sends these header fields (built on demand)."""
         transport = self.transport
-        return with_headers(self.server.listener_environ(transport.listener_address),
+        return with_headers(self.server.listener_environ(transport.listener),
                             headers, transport.get_extra_info("peername"))
 
     def trim(self) -> None:
