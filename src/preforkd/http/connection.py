@@ -98,25 +98,10 @@ _WATCHED_LENGTHS = frozenset(len(n) for n in (_CONTENT_LENGTH, _TRANSFER_ENCODIN
                                                 _CONNECTION))
 
 
-def _first_line_version(data: bytes) -> str:
-    """"1.1" or "1.0" when the first line of `data` is a request line of that version,
-    else "". llhttp has already accepted this line (it requires CRLF after the version):
-    the first request of a parser starts its first read, unless llhttp skipped an empty
-    line, which leaves a first line that is not a request line."""
-    end = data.find(b"\n")
-    if end > 9 and data[end - 1] == 13:  # 13 is "\r"
-        tail = data[end - 10:end - 1]
-        if tail == b" HTTP/1.1":
-            return "1.1"
-        if tail == b" HTTP/1.0":
-            return "1.0"
-    return ""
-
-
 class HttpConnection:
     __slots__ = ("limits", "_parser", "events", "request", "in_headers", "_failed",
                  "_head_bytes", "_big", "eof", "_max_head", "_max_line", "_max_count",
-                 "_special", "_first")
+                 "_special")
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
@@ -131,8 +116,6 @@ class HttpConnection:
         self._head_bytes = 0
         self._big = False
         self._special = False  # the request in its headers has a watched header
-        self._first: bytes | None = None  # the read that made the parser, until its
-        # first request is parsed (see _check_framing)
         self._max_head = limits.max_header_bytes
         self._max_line = limits.max_request_line_bytes
         self._max_count = limits.max_header_count
@@ -151,7 +134,6 @@ class HttpConnection:
         parser = self._parser
         if parser is None:
             parser = self._parser = httptools.HttpRequestParser(self)
-            self._first = data
         # An unfinished header section's bytes so far plus this read: while that stays
         # under the limit, no header section completed in this read can be too large,
         # and on_headers_complete skips the exact count (the common case).
@@ -196,7 +178,7 @@ class HttpConnection:
 
     def close(self) -> None:
         """The connection is gone: drop the parser (it holds our bound methods)."""
-        self._parser = self._first = None
+        self._parser = None
         self._failed = True
 
     def release(self) -> None:
@@ -266,13 +248,9 @@ class HttpConnection:
             raise HttpError(431, "header section too large")
 
     def _check_framing(self, req: Request, parser: Any) -> None:
-        first, self._first = self._first, None  # only a parser's first request may use it
         keep_alive = req.keep_alive = parser.should_keep_alive()
         if not keep_alive or req.connection_header:
-            # get_http_version() formats a string: slow for a one-request connection
-            # (Connection: close). Its request line is usually the first read's first.
-            version = (first is not None and _first_line_version(first)
-                       or parser.get_http_version())
+            version = parser.get_http_version()
             if version != "1.1" and version != "1.0":
                 raise HttpError(505, f"HTTP/{version} is not supported")
             req.version = version
@@ -312,7 +290,6 @@ class HttpConnection:
         events = self.events
         if events is _NO_EVENTS:  # (_emit inlined: this runs for every request)
             self.events = [req]
-            self._first = None  # the parser's first request is done
         else:
             events.append(req)
 
