@@ -82,7 +82,7 @@ class Loop:
         self._masks: dict[int, int] = {}
         self._timers: list[Timer] = []
         self._ready: deque[tuple[Callable[..., Any], tuple]] = deque()
-        # Objects whose flush() runs once this turn's I/O callbacks have all run (they
+        # Objects whose end_turn() runs once this turn's I/O callbacks have all run (they
         # append themselves: Transport.write_later).
         self.flush_list: list[Any] = []
         self._running = False
@@ -175,7 +175,7 @@ class Loop:
                         cb()
             if flush:
                 for obj in flush:
-                    obj.flush()
+                    obj.end_turn()
                 flush.clear()
             if timers:
                 now = self.now

@@ -143,23 +143,33 @@ class Transport:
         if later is None:
             # (a caller's bytearray is copied: it is extended in place below)
             self._later = data if type(data) is bytes else bytes(data)
-            self._loop.flush_list.append(self)  # flush() runs after this turn's I/O
+            self._loop.flush_list.append(self)  # end_turn() runs after this turn's I/O
         elif type(later) is bytes:
             self._later = bytearray(later) + data  # our own from here: extended in place
         else:
             later += data
 
     def flush(self) -> None:
-        data = self._later
-        if data is None or self._lost:
-            return
-        self._later = None
-        self._write(data)
-        if self._closing and not self._lost:  # close() waited for this flush
-            if self._buffer is None and self._file is None:
-                self._loop.call_soon(self._connection_lost, None)
+        """Send what write_later() holds now (a close waiting for it then completes)."""
+        if self._later is not None and not self._lost:
+            self._send_later(False)
+
+    def end_turn(self) -> None:
+        """The loop's call at the end of a turn: the turn's writes go out. It comes
+        outside any protocol callback, so a close that waited for them ends right here."""
+        if self._later is not None and not self._lost:
+            self._send_later(True)
+
+    def _send_later(self, finish_now: bool) -> None:
+        data, self._later = self._later, None
+        self._write(data)  # type: ignore[arg-type]
+        if self._closing and not self._lost:  # close() waited for this
+            if self._buffer is not None or self._file is not None:
+                self._loop.remove_reader(self._fd)  # _write_ready finishes it
+            elif finish_now:
+                self._connection_lost(None)
             else:
-                self._loop.remove_reader(self._fd)
+                self._loop.call_soon(self._connection_lost, None)
 
     def sendfile(self, fd: int, offset: int, count: int,
                  on_done: Callable[[], Any] | None = None) -> None:

@@ -58,6 +58,7 @@ HEARTBEAT_INTERVAL = 0.5
 ACCEPT_BATCH = 1024  # per wake-up, so one busy listener cannot starve the rest of the loop
 EMFILE_BACKOFF = 0.5
 _RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_fcntl, _F_SETFL, _O_NONBLOCK = fcntl.fcntl, fcntl.F_SETFL, os.O_NONBLOCK
 
 
 class WorkerProcess:
@@ -183,7 +184,7 @@ class WorkerProcess:
 
     def _serve(self, fd: int, addr: Any, listener: Listener) -> None:
         # An accepted socket's file status flags are all clear: one fcntl, no F_GETFL.
-        fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)
+        _fcntl(fd, _F_SETFL, _O_NONBLOCK)
         self.slot.accepted += 1
         conn: Any = fd
         try:
