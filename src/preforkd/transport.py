@@ -325,16 +325,30 @@ class Transport:
             return default
         return default
 
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        """A socket option, without keeping a socket object for it (idle connections
+        are many: each object is memory)."""
+        sock = self._sock
+        if sock is not None:
+            sock.setsockopt(level, option, value)
+        elif not self._lost:
+            sock = self._new_socket()
+            try:
+                sock.setsockopt(level, option, value)
+            finally:
+                sock.detach()  # the fd stays ours
+
     def socket(self) -> Any:
         """The connection's socket object (made on first use; it owns the fd from then)."""
         if self._lost:
             raise OSError("transport is closed")
         sock = self._sock
         if sock is None:
-            listener = self.listener
-            if listener is not None:
-                sock = _socket.socket(listener.family, listener.type, 0, self._fd)
-            else:
-                sock = _socket.socket(fileno=self._fd)
-            self._sock = sock
+            sock = self._sock = self._new_socket()
         return sock
+
+    def _new_socket(self) -> Any:
+        listener = self.listener
+        if listener is not None:
+            return _socket.socket(listener.family, listener.type, 0, self._fd)
+        return _socket.socket(fileno=self._fd)

@@ -21,7 +21,6 @@ never in the master). Then we tell the master READY and run the loop.
 
 from __future__ import annotations
 
-import _socket
 import errno
 import faulthandler
 import fcntl
@@ -186,18 +185,19 @@ class WorkerProcess:
         # An accepted socket's file status flags are all clear: one fcntl, no F_GETFL.
         _fcntl(fd, _F_SETFL, _O_NONBLOCK)
         self.slot.accepted += 1
-        conn: Any = fd
         try:
-            if self.nodelay and listener.family != socket.AF_UNIX:
-                conn = _socket.socket(listener.family, listener.type, 0, fd)
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             protocol = self.factory()
-        except Exception as e:
-            if not isinstance(e, OSError):  # (an OSError: the client is already gone)
-                log.exception("worker=%d event=protocol-error", self.index)
-            conn.close() if conn is not fd else os.close(fd)
+        except Exception:
+            log.exception("worker=%d event=protocol-error", self.index)
+            os.close(fd)
             return
-        transport = Transport(self.loop, conn, protocol, self._closed_callback, addr, listener)
+        transport = Transport(self.loop, fd, protocol, self._closed_callback, addr, listener)
+        if self.nodelay and listener.family != socket.AF_UNIX:
+            try:
+                transport.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                os.close(fd)  # the client is already gone; the protocol never saw it
+                return
         self.connections.add(transport)
         try:
             transport.start()

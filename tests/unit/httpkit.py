@@ -60,6 +60,9 @@ class FakeTransport:
     def flush(self) -> None:
         pass  # (write_later wrote at once)
 
+    def setsockopt(self, level, option, value) -> None:
+        self.options = getattr(self, "options", []) + [(level, option, value)]
+
     def write(self, data: bytes) -> None:
         if self.closed:
             return

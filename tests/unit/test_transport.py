@@ -195,3 +195,17 @@ def test_socket_object_made_on_demand_and_gone_with_the_connection():
         pass
     else:
         raise AssertionError("the fd is still open")
+
+
+def test_setsockopt_keeps_no_socket_object_and_the_fd_open():
+    loop, t, proto, peer, closed = make()
+    had_object = t._sock is not None
+    t.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    assert (t._sock is not None) == had_object  # none made (and kept) for this
+    probe = socket.socket(fileno=os.dup(t._fd))
+    try:
+        assert probe.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+    finally:
+        probe.close()
+    peer.sendall(b"still open")
+    run_until(loop, lambda: proto.data == b"still open")

@@ -263,15 +263,13 @@ class HttpProtocol(Protocol):
         self.deadline = server.loop.now + server.header_timeout
 
     def set_nodelay(self) -> None:
-        listener = self.transport.listener
-        if listener is not None and listener.family == socket.AF_UNIX:
-            return  # (without making a socket object to find out)
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None and sock.family != socket.AF_UNIX:
+        transport = self.transport
+        listener = transport.listener
+        if listener is None or listener.family != socket.AF_UNIX:
             try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                transport.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
-                pass
+                pass  # (a unix socket without a listener, or the client is gone)
 
     def connection_environ(self, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
         """What stays the same for every request on this connection while its client
