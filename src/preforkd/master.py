@@ -62,12 +62,13 @@ from preforkd.process import (
     set_title,
 )
 from preforkd.scoreboard import Scoreboard
-from preforkd.signals import Action, SignalPipe, block, master_actions, restore
+from preforkd.signals import NAME_BUSY_SIGNAL, Action, SignalPipe, block, master_actions, restore
 from preforkd.worker import worker_main
 
 log = logs.log
 
 FAST_STOP_GRACE = 0.5  # a fast-stopped worker gets this long before SIGKILL
+NAME_GRACE = 0.2  # after NAME_BUSY_SIGNAL, before SIGABRT
 ABORT_GRACE = 1.0  # after SIGABRT (traceback dump) a stuck worker gets this long
 KILL_MARGIN = 2.0  # past graceful_timeout, before SIGKILL: the worker aborts on its own first
 MAX_BACKOFF = 30.0
@@ -89,7 +90,8 @@ class WorkerSlot:
     spawned_at: float
     state: State = State.BOOTING
     kill_at: float = 0.0  # SIGKILL deadline once asked to stop (0: none)
-    aborted: bool = False  # SIGABRT sent for a heartbeat timeout
+    aborted: bool = False  # a heartbeat timeout: being killed
+    abort_at: float = 0.0  # when to SIGABRT it (it first gets to name its request)
     error: str = ""  # what the worker reported before dying at boot
     inbox: bytes = b""
 
@@ -361,28 +363,36 @@ class Master:
                     self._signal(w, signal.SIGKILL)
                     w.kill_at = now + 1.0  # SIGKILL again if the reap has not come yet
                 deadline = min(deadline, w.kill_at)
+            if w.abort_at:
+                if now >= w.abort_at:
+                    self._abort(w, now)
+                deadline = min(deadline, w.abort_at or w.kill_at)
             if w.aborted:
                 continue
             due = self.scoreboard.heartbeat(w.slot) + timeout
             if now >= due:
-                info = self.scoreboard.read(w.slot)
-                # Beats happen between callbacks, never inside a request: a request
-                # stamped after the last beat is the one the worker is stuck in.
-                stuck_in_request = info.request_started > info.heartbeat > 0
-                busy = f" request={info.request!r} for={now - info.request_started:.1f}s" \
-                    if stuck_in_request else ""
-                log.error("worker=%d pid=%d gen=%d event=timeout age=%.1f limit=%.1f%s "
-                          "action=kill", w.index, w.pid, w.generation,
-                          now - (due - timeout), timeout, busy)
+                # First the worker names the request it is stuck in (its handler finds it
+                # on the interrupted stack, so requests pay nothing for this), then
+                # SIGABRT: faulthandler dumps the stack to the log.
                 self._event("timeout", w)
                 w.aborted = True
-                self._signal(w, signal.SIGABRT)  # the worker dumps its stack to the log
-                w.kill_at = now + ABORT_GRACE
+                self._signal(w, NAME_BUSY_SIGNAL)
+                w.abort_at = now + NAME_GRACE
                 w.state = State.DRAINING
-                deadline = min(deadline, w.kill_at)
+                deadline = min(deadline, w.abort_at)
             else:
                 deadline = min(deadline, due)
         return deadline
+
+    def _abort(self, w: WorkerSlot, now: float) -> None:
+        info = self.scoreboard.read(w.slot)
+        # A request stamped after the last beat is the one the worker is stuck in.
+        busy = f" request={info.request!r}" if info.request_started > info.heartbeat > 0 else ""
+        log.error("worker=%d pid=%d gen=%d event=timeout age=%.1f limit=%.1f%s action=kill",
+                  w.index, w.pid, w.generation, now - info.heartbeat, self.config.timeout, busy)
+        self._signal(w, signal.SIGABRT)
+        w.abort_at = 0.0
+        w.kill_at = min(w.kill_at or float("inf"), now + ABORT_GRACE)
 
     def maintain_worker_count(self) -> float:
         """Spawn missing current-generation workers, retire what they replace.

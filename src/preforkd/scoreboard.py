@@ -94,11 +94,10 @@ class SlotWriter:
         self.base = base
         self.requests = 0
         self.accepted = 0
-        # busy(now, method, target): name what the worker is doing, so a timeout kill
-        # can say which request hung. One C call per request (a partial of pack_into;
-        # struct truncates and pads the strings itself). There is no "idle" mark:
-        # heartbeats are stamped between callbacks, so a request stamped after the
-        # last heartbeat is one the loop has not come back from.
+        # busy(now, method, target): the request a worker whose loop went silent is
+        # stuck in, stamped by its NAME_BUSY_SIGNAL handler for the master's log
+        # (struct truncates and pads the strings itself). Heartbeats are stamped
+        # between callbacks, so a stamp newer than the last heartbeat is current.
         self.busy = partial(_BUSY.pack_into, mem, base + OFF_REQUEST_STARTED)
 
     def beat(self, now: float, connections: int,

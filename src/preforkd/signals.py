@@ -49,6 +49,9 @@ def master_actions(mode: str) -> dict[S, Action]:
 
 # What a worker does on a signal sent to it directly (the master uses the channel).
 WORKER_SIGNALS = (S.SIGTERM, S.SIGQUIT, S.SIGINT, S.SIGUSR1)
+# Master to a worker whose loop went silent: write the request you are stuck in to the
+# scoreboard (a Python handler, run in the stuck code; then SIGABRT dumps the stack).
+NAME_BUSY_SIGNAL = S.SIGUSR2
 
 
 _KNOWN = frozenset(int(s) for s in S)

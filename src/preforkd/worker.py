@@ -28,6 +28,7 @@ import gc
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -48,7 +49,7 @@ from preforkd.process import (
     set_title,
 )
 from preforkd.scoreboard import Scoreboard
-from preforkd.signals import WORKER_SIGNALS, SignalPipe
+from preforkd.signals import NAME_BUSY_SIGNAL, WORKER_SIGNALS, SignalPipe
 from preforkd.transport import Transport
 
 log = logs.log
@@ -83,6 +84,8 @@ class WorkerProcess:
         self.on_drain: list[Callable[[], Any]] = []  # graceful stop begins
         # The protocol's (reading, writing, waiting) connection counts, for the status.
         self.count_states: Callable[[], tuple[int, int, int]] | None = None
+        # (frame) -> (method, target) of the request that code serves, if any
+        self.describe_busy: Callable[[Any], tuple[bytes, bytes] | None] | None = None
         self._resume_timer: Any = None
         self._closed_callback = self._connection_closed  # one bound method, not one each
         self._last_emfile_log = 0.0
@@ -91,7 +94,9 @@ class WorkerProcess:
     def run(self) -> int:
         set_title(f"worker {self.index} [gen {self.generation}]")
         self.signals = SignalPipe(WORKER_SIGNALS)
-        # The master's timeout kill is SIGABRT: faulthandler prints where we were stuck.
+        # The master's timeout kill: NAME_BUSY_SIGNAL (we say which request we are stuck
+        # in), then SIGABRT (faulthandler prints where).
+        signal.signal(NAME_BUSY_SIGNAL, self._name_busy_request)
         faulthandler.enable(all_threads=True)
         try:
             self.factory = protocol_factory(self.config, self)
@@ -122,6 +127,13 @@ class WorkerProcess:
         for hook in self.on_exit:
             hook()
         return self.exit_code
+
+    def _name_busy_request(self, signum: int, frame: Any) -> None:
+        """Our loop stopped beating: stamp the request the interrupted code serves in the
+        scoreboard, for the master's log. Found on the stack, so no request pays for it."""
+        found = self.describe_busy(frame) if self.describe_busy is not None else None
+        if found is not None:
+            self.slot.busy(time.monotonic(), *found)
 
     def _send(self, msg: bytes) -> None:
         try:

@@ -501,3 +501,16 @@ def test_every_answer_restarts_the_keepalive_deadline():
         srv.worker.loop.now += 10
         proto.data_received(b"GET " + target + b" HTTP/1.1\r\n\r\n")
         assert proto.deadline == srv.worker.loop.now + srv.config.keepalive_timeout
+
+
+def test_a_stuck_request_is_found_on_the_stack():
+    """What the worker's timeout handler stamps: the request the interrupted code serves."""
+    seen = []
+    def app(environ, start_response):
+        seen.append(srv.busy_request(sys._getframe()))
+        start_response("200 OK", [("Content-Length", "0")])
+        return [b""]
+    srv = make_server(app)
+    exchange(srv, [b"GET /stuck/here?x=1 HTTP/1.1\r\n\r\n"])
+    assert seen == [(b"GET", b"/stuck/here?x=1")]
+    assert srv.busy_request(sys._getframe()) is None  # not inside a request

@@ -104,6 +104,7 @@ class HttpServer:
             worker.on_exit.append(self.access.close)
             worker.on_drain.append(self._drain)
             worker.count_states = self.count_states
+            worker.describe_busy = self.busy_request
 
     def count_states(self) -> tuple[int, int, int]:
         """(reading, writing, waiting) connections, as nginx's stub_status counts them;
@@ -118,6 +119,16 @@ class HttpServer:
             else:
                 reading += 1
         return reading, writing, waiting
+
+    def busy_request(self, frame: Any) -> tuple[bytes, bytes] | None:
+        """(method, target) of the request that the code running in `frame` serves:
+        the nearest caller that is a connection's method, with a request in hand."""
+        while frame is not None:
+            proto = frame.f_locals.get("self")
+            if type(proto) is HttpProtocol and proto.request is not None:
+                return proto.request.method, proto.request.target
+            frame = frame.f_back
+        return None
 
     def live(self) -> Iterator[HttpProtocol]:
         """The protocols of the worker's open connections (the worker keeps the set:
@@ -363,8 +374,7 @@ class HttpProtocol(Protocol):
         self.deadline = 0.0
         self.request = req
         server = self.server
-        slot = server.slot
-        slot.requests += 1
+        server.slot.requests += 1
         if server.access_enabled:
             self.started = time.monotonic()
         target = req.target
@@ -372,7 +382,6 @@ class HttpProtocol(Protocol):
         if type(line) is bytes:
             self.answer_own_path(req, line)
             return
-        slot.busy(server.loop.now, req.method, target)
         self.status = None
         served = self.served = self.served + 1
         if req.headers == self.env_headers:
