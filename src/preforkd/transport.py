@@ -23,6 +23,7 @@ from typing import Any
 READ_SIZE = 65536
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)
 
 
 class Transport:
@@ -161,8 +162,12 @@ class Transport:
             self._send_later(True)
 
     def _send_later(self, finish_now: bool) -> None:
-        data, self._later = self._later, None
-        self._write(data)  # type: ignore[arg-type]
+        data: Any = self._later
+        self._later = None
+        if self._closing and self._buffer is None and self._file is None:
+            data = self._send_before_fin(data)
+        if data:
+            self._write(data)
         if self._closing and not self._lost:  # close() waited for this
             if self._buffer is not None or self._file is not None:
                 self._loop.remove_reader(self._fd)  # _write_ready finishes it
@@ -170,6 +175,19 @@ class Transport:
                 self._connection_lost(None)
             else:
                 self._loop.call_soon(self._connection_lost, None)
+
+    def _send_before_fin(self, data: Any) -> Any:
+        """The last bytes before close() go with MSG_MORE: the kernel holds them for the
+        FIN, which then rides in the same TCP segment: one packet and one wake-up of
+        the client fewer per closed connection. Returns what was not sent."""
+        listener = self.listener
+        if not _MSG_MORE or listener is not None and listener.family == socket.AF_UNIX:
+            return data
+        try:
+            n = self.socket().send(data, _MSG_MORE)
+        except OSError:
+            return data  # (_write meets it again and acts on it)
+        return memoryview(data)[n:] if n < len(data) else b""
 
     def sendfile(self, fd: int, offset: int, count: int,
                  on_done: Callable[[], Any] | None = None) -> None:

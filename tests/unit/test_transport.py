@@ -209,3 +209,24 @@ def test_setsockopt_keeps_no_socket_object_and_the_fd_open():
         probe.close()
     peer.sendall(b"still open")
     run_until(loop, lambda: proto.data == b"still open")
+
+
+@pytest.mark.parametrize("size", [13, 4 << 20])
+def test_last_write_before_close_arrives_whole_over_tcp(size):
+    """The bytes written just before close() go out with the FIN (MSG_MORE): small ones
+    in one segment, large ones partly buffered; either way all of them, then EOF."""
+    loop = Loop()
+    lsock = socket.create_server(("127.0.0.1", 0))
+    peer = socket.create_connection(lsock.getsockname())
+    conn, _ = lsock.accept()
+    lsock.close()
+    conn.setblocking(False)
+    proto, closed = Recorder(), []
+    t = Transport(loop, conn.detach() if KIND["bare"] else conn, proto, closed.append)
+    t.start()
+    payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    t.write_later(payload)
+    t.close()
+    got = read_to_eof(loop, peer)
+    peer.close()
+    assert got == payload and closed == [t]
