@@ -13,7 +13,6 @@ from __future__ import annotations
 import mmap
 import struct
 from dataclasses import dataclass
-from functools import partial
 
 # pid, index, generation, state, heartbeat, started, requests, accepted,
 # connections, request_started, method and target of what the worker is busy with,
@@ -87,18 +86,13 @@ class Scoreboard:
 class SlotWriter:
     """The worker's handle on its own slot; the hot-path writes are single pack_into calls."""
 
-    __slots__ = ("mem", "base", "requests", "accepted", "busy")
+    __slots__ = ("mem", "base", "requests", "accepted")
 
     def __init__(self, mem: mmap.mmap, base: int) -> None:
         self.mem = mem
         self.base = base
         self.requests = 0
         self.accepted = 0
-        # busy(now, method, target): the request a worker whose loop went silent is
-        # stuck in, stamped by its NAME_BUSY_SIGNAL handler for the master's log
-        # (struct truncates and pads the strings itself). Heartbeats are stamped
-        # between callbacks, so a stamp newer than the last heartbeat is current.
-        self.busy = partial(_BUSY.pack_into, mem, base + OFF_REQUEST_STARTED)
 
     def beat(self, now: float, connections: int,
              states: tuple[int, int, int] = (0, 0, 0)) -> None:
@@ -107,3 +101,10 @@ class SlotWriter:
         _I.pack_into(self.mem, self.base + OFF_CONNECTIONS, connections)
         _Q.pack_into(self.mem, self.base + OFF_REQUESTS, self.requests)
         _Q.pack_into(self.mem, self.base + OFF_ACCEPTED, self.accepted)
+
+    def busy(self, now: float, method: bytes, target: bytes) -> None:
+        """The request a worker whose loop went silent is stuck in, stamped by its
+        NAME_BUSY_SIGNAL handler for the master's log (struct truncates and pads the
+        strings). Heartbeats are stamped between callbacks, so a stamp newer than
+        the last heartbeat is current."""
+        _BUSY.pack_into(self.mem, self.base + OFF_REQUEST_STARTED, now, method, target)
