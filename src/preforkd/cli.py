@@ -111,11 +111,12 @@ def daemonize(error_log: str) -> int:
 @click.option("--print", "print_config", is_flag=True, help="print the effective configuration")
 def check(config_path: str, print_config: bool, **options: Any) -> None:
     """Validate the configuration, import the app, try the binds (like nginx -t)."""
-    from preforkd.loader import LoadError, protocol_factory
+    from preforkd.loader import LoadError
+    from preforkd.protocols.registry import check_loadable
 
     cfg, _ = load_config(config_path, options)
     try:
-        protocol_factory(cfg)
+        check_loadable(cfg)
     except LoadError as e:
         fail(str(e))
     running = pidfile.read(cfg.pid)

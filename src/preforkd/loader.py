@@ -1,13 +1,10 @@
-"""Import "module:callable" targets and build the protocol factory a worker serves with."""
+"""Import "module:callable" targets (a leaf: it imports nothing of preforkd)."""
 
 from __future__ import annotations
 
 import importlib
 import traceback
-from collections.abc import Callable
 from typing import Any
-
-from preforkd.config import Config
 
 
 class LoadError(Exception):
@@ -28,19 +25,3 @@ def import_target(spec: str) -> Any:
         raise LoadError(f"cannot load {spec}: {type(e).__name__}: {e}",
                         traceback.format_exc()) from None
     return obj
-
-
-def protocol_factory(config: Config, context: Any = None) -> Callable[[], Any]:
-    """A zero-argument callable that makes one protocol object per connection."""
-    if config.protocol == "echo":
-        from preforkd.protocols.echo import EchoProtocol
-
-        return EchoProtocol
-    if config.protocol == "http":
-        from preforkd.http.protocol import http_factory
-
-        return http_factory(config, context)
-    factory = import_target(config.protocol)
-    if not callable(factory):
-        raise LoadError(f"cannot load {config.protocol}: not callable")
-    return factory

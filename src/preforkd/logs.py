@@ -76,18 +76,13 @@ class AccessLog:
         if self.enabled:
             self._open()
 
-    @classmethod
-    def open(cls, path: str, fmt: str, worker: int) -> AccessLog:
-        return cls(path, fmt, worker)
-
     def _open(self) -> None:
         if self.path == "-":
             self._file = os.fdopen(os.dup(1), "ab", buffering=65536)
         else:
             self._file = open(self.path, "ab", buffering=65536)  # noqa: SIM115
 
-    def log(self, remote: str, req: Any, status_line: str | None, sent: int,
-            seconds: float) -> None:
+    def log(self, remote: str, req: Any, status: int, sent: int, seconds: float) -> None:
         now = time.time()
         second = int(now)
         if second != self._stamp_second:
@@ -101,17 +96,16 @@ class AccessLog:
                 agent = value.decode("latin-1")
         method = req.method.decode("latin-1")
         target = req.target.decode("latin-1")
-        status = status_line[:3] if status_line else "-"
         us = int(seconds * 1e6)
         if self.json:
             line = json.dumps({"time": self._stamp, "remote": remote, "method": method,
                                "target": target, "protocol": f"HTTP/{req.version}",
-                               "status": int(status) if status.isdigit() else 0,
+                               "status": status,
                                "bytes": sent, "referer": referer, "user_agent": agent,
                                "duration_us": us, "worker": self.worker})
         else:
             line = (f'{remote or "-"} - - [{self._stamp}] "{method} {target} HTTP/{req.version}" '
-                    f'{status} {sent} "{_quote(referer)}" "{_quote(agent)}" '
+                    f'{status or "-"} {sent} "{_quote(referer)}" "{_quote(agent)}" '
                     f"rt_us={us} worker={self.worker}")
         self._file.write(line.encode("utf-8", "replace") + b"\n")
 

@@ -42,8 +42,7 @@ from typing import Any
 
 # The server's own modules (never the app) load here once, so every fork starts warm,
 # shares them copy-on-write, and needs no read access to them after dropping privileges.
-import preforkd.http.protocol  # noqa: F401
-import preforkd.protocols.echo  # noqa: F401
+import preforkd.protocols.registry  # noqa: F401
 from preforkd import config as configmod
 from preforkd import listeners as listenersmod
 from preforkd import logs, pidfile

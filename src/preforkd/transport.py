@@ -28,8 +28,8 @@ _MSG_MORE = getattr(socket, "MSG_MORE", 0)
 
 class Transport:
     __slots__ = ("_loop", "_sock", "_fd", "protocol", "_buffer", "_closing", "_lost",
-                 "reading", "_protocol_paused", "_on_close", "_eof_after_flush",
-                 "_file", "_tail", "_peer", "listener", "_later")
+                 "_reading", "_protocol_paused", "_on_close", "_eof_after_flush",
+                 "_file", "_tail", "_peer", "_listener", "_later")
 
     def __init__(self, loop: Any, sock: socket.socket | int, protocol: Any,
                  on_close: Callable[[Transport], Any], peername: Any = None,
@@ -37,7 +37,7 @@ class Transport:
         """`sock`: a socket, or the fd of a non-blocking accepted one (`listener`,
         which accepted it, then tells its family and type)."""
         self._peer = peername  # from accept(), handed out once (then getpeername())
-        self.listener = listener  # shared by all connections it accepted
+        self._listener = listener  # shared by all connections it accepted
         self._loop = loop
         if isinstance(sock, int):
             self._sock: Any = None
@@ -49,7 +49,7 @@ class Transport:
         self._buffer: bytearray | None = None  # only while the kernel lags behind
         self._closing = False
         self._lost = False
-        self.reading = True  # read-only outside: the hot path reads it without a call
+        self._reading = True
         self._protocol_paused = False
         self._eof_after_flush = False
         self._later: Any = None  # write_later() data waiting for the end of the turn
@@ -76,7 +76,7 @@ class Transport:
             self.protocol.data_received(data)
             return
         self._loop.remove_reader(self._fd)
-        self.reading = False
+        self._reading = False
         if not self.protocol.eof_received():
             self.close()
 
@@ -85,18 +85,25 @@ class Transport:
     __call__ = _read_ready
 
     def pause_reading(self) -> None:
-        if self.reading and not self._closing:
-            self.reading = False
+        if self._reading and not self._closing:
+            self._reading = False
             self._loop.remove_reader(self._fd)
 
     def resume_reading(self) -> None:
-        if not self.reading and not self._closing:
-            self.reading = True
+        if not self._reading and not self._closing:
+            self._reading = True
             self._loop.add_reader(self._fd, self)
 
-    @property
     def is_reading(self) -> bool:
-        return self.reading
+        return self._reading
+
+    def get_protocol(self) -> Any:
+        return self.protocol
+
+    def set_protocol(self, protocol: Any) -> None:
+        """From now on the connection's events go to `protocol` (a wrapping protocol
+        hands over this way once it has consumed its prefix)."""
+        self.protocol = protocol
 
     # -- writing -----------------------------------------------------------
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -180,7 +187,7 @@ class Transport:
         """The last bytes before close() go with MSG_MORE: the kernel holds them for the
         FIN, which then rides in the same TCP segment: one packet and one wake-up of
         the client fewer per closed connection. Returns what was not sent."""
-        listener = self.listener
+        listener = self._listener
         if not _MSG_MORE or listener is not None and listener.family == socket.AF_UNIX:
             return data
         try:
@@ -291,14 +298,14 @@ class Transport:
         if self._later is not None:
             # The turn's flush sends it, then finishes the close: send and close
             # syscalls stay batched after the turn's reads, as for open connections.
-            self.reading = False
+            self._reading = False
             return
         if not self._buffer and self._file is None:
             # Closing the fd this loop turn takes it out of epoll: no remove_reader.
-            self.reading = False
+            self._reading = False
             self._loop.call_soon(self._connection_lost, None)
-        elif self.reading:
-            self.reading = False  # data still to send: stop hearing about reads
+        elif self._reading:
+            self._reading = False  # data still to send: stop hearing about reads
             self._loop.remove_reader(self._fd)
 
     def abort(self) -> None:
@@ -308,7 +315,7 @@ class Transport:
         if self._lost:
             return
         self._buffer = self._tail = self._file = self._later = None
-        self.reading = False
+        self._reading = False
         self._closing = True
         self._loop.call_soon(self._connection_lost, exc)  # which forgets and closes the fd
 
@@ -330,6 +337,8 @@ class Transport:
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         try:
+            if name == "listener":
+                return self._listener
             if name == "peername":
                 # Given once without a syscall, then forgotten: an address tuple costs
                 # more than the rest of an idle connection's state.
@@ -366,7 +375,7 @@ class Transport:
         return sock
 
     def _new_socket(self) -> Any:
-        listener = self.listener
+        listener = self._listener
         if listener is not None:
             return _socket.socket(listener.family, listener.type, 0, self._fd)
         return _socket.socket(fileno=self._fd)

@@ -36,7 +36,7 @@ from typing import Any
 from preforkd import logs
 from preforkd.config import Config
 from preforkd.listeners import Listener
-from preforkd.loader import LoadError, protocol_factory
+from preforkd.loader import LoadError
 from preforkd.loop import Loop
 from preforkd.process import (
     CMD_FAST,
@@ -48,6 +48,8 @@ from preforkd.process import (
     MSG_READY,
     set_title,
 )
+from preforkd.protocols.base import Host
+from preforkd.protocols.registry import protocol_factory
 from preforkd.scoreboard import Scoreboard
 from preforkd.signals import NAME_BUSY_SIGNAL, WORKER_SIGNALS, SignalPipe
 from preforkd.transport import Transport
@@ -74,18 +76,13 @@ class WorkerProcess:
         self.loop = Loop()
         self.connections: set[Transport] = set()
         self.factory: Callable[[], Any] | None = None
+        # What the protocols get from us, and what they registered with it.
+        self.host = Host(self.loop, scoreboard, self.slot, index, generation, self.connections)
         self.accepting = False
         self.nodelay = True
         self.rotate = config.workers > 1 and self.loop.exclusive_supported
         self.stopping = False
         self.exit_code = EX_OK
-        self.on_reopen: list[Callable[[], Any]] = []  # protocols' own files (access log)
-        self.on_exit: list[Callable[[], Any]] = []
-        self.on_drain: list[Callable[[], Any]] = []  # graceful stop begins
-        # The protocol's (reading, writing, waiting) connection counts, for the status.
-        self.count_states: Callable[[], tuple[int, int, int]] | None = None
-        # (frame) -> (method, target) of the request that code serves, if any
-        self.describe_busy: Callable[[Any], tuple[bytes, bytes] | None] | None = None
         self._resume_timer: Any = None
         self._closed_callback = self._connection_closed  # one bound method, not one each
         self._last_emfile_log = 0.0
@@ -99,10 +96,10 @@ class WorkerProcess:
         signal.signal(NAME_BUSY_SIGNAL, self._name_busy_request)
         faulthandler.enable(all_threads=True)
         try:
-            self.factory = protocol_factory(self.config, self)
+            self.factory = protocol_factory(self.config, self.host)
             # TCP_NODELAY at accept, unless the protocol sets it itself when it matters
             # (HTTP: only on kept-alive connections, saving a syscall on one-shot ones).
-            self.nodelay = getattr(self.factory, "nodelay", True)
+            self.nodelay = self.host.nodelay_at_accept
         except LoadError as e:
             log.error("worker=%d event=boot-failed error=%s\n%s", self.index, e, e.detail)
             self._send(MSG_ERROR + b" " + str(e).encode("utf-8", "replace").replace(b"\n", b" "))
@@ -124,14 +121,15 @@ class WorkerProcess:
         self._send(MSG_READY)
         log.debug("worker=%d gen=%d event=ready", self.index, self.generation)
         self.loop.run()
-        for hook in self.on_exit:
+        for hook in self.host.exit_hooks:
             hook()
         return self.exit_code
 
     def _name_busy_request(self, signum: int, frame: Any) -> None:
         """Our loop stopped beating: stamp the request the interrupted code serves in the
         scoreboard, for the master's log. Found on the stack, so no request pays for it."""
-        found = self.describe_busy(frame) if self.describe_busy is not None else None
+        find = self.host.find_busy
+        found = find(frame) if find is not None else None
         if found is not None:
             self.slot.busy(time.monotonic(), *found)
 
@@ -142,7 +140,8 @@ class WorkerProcess:
             pass  # the master is gone; the channel's EOF will stop us
 
     def _beat(self) -> None:
-        counts = self.count_states() if self.count_states is not None else (0, 0, 0)
+        count = self.host.count_states
+        counts = count() if count is not None else (0, 0, 0)
         self.slot.beat(self.loop.now, len(self.connections), counts)
         self.loop.call_later(HEARTBEAT_INTERVAL, self._beat)
 
@@ -271,7 +270,7 @@ class WorkerProcess:
 
     def reopen_logs(self) -> None:
         logs.reopen(self.config.error_log)
-        for hook in self.on_reopen:
+        for hook in self.host.reopen_hooks:
             hook()
 
     def stop_graceful(self) -> None:
@@ -279,7 +278,7 @@ class WorkerProcess:
             return
         self.stopping = True
         log.debug("worker=%d event=draining connections=%d", self.index, len(self.connections))
-        for hook in self.on_drain:
+        for hook in self.host.drain_hooks:
             hook()
         self._stop_accepting()
         for listener in self.listeners:
@@ -288,7 +287,7 @@ class WorkerProcess:
             self._drain_accept_queue(listener)
             listener.sock.close()
         for transport in list(self.connections):
-            transport.protocol.close_when_idle()
+            transport.get_protocol().close_when_idle()
         if not self.connections:
             self.loop.stop()
             return

@@ -1,4 +1,4 @@
-"""In-memory HTTP: a fake transport and worker around the real HttpProtocol, and a strict
+"""In-memory HTTP: a fake transport and a Host around the real HttpProtocol, and a strict
 response parser that checks every response is well framed."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from preforkd import config as configmod
-from preforkd.http.protocol import HttpServer
+from preforkd.http.server import HttpServer
+from preforkd.protocols.base import Host
 from preforkd.scoreboard import Scoreboard
 
 
@@ -24,23 +25,23 @@ class FakeLoop:
         cb(*args)  # in memory there is no turn to wait for
 
 
-class FakeWorker:
-    def __init__(self) -> None:
-        self.loop = FakeLoop()
-        self.scoreboard = Scoreboard(4)
-        self.slot = self.scoreboard.view(0)
-        self.index = 0
-        self.generation = 1
-        self.stopping = False
-        self.on_reopen: list = []
-        self.on_exit: list = []
-        self.on_drain: list = []
-        self.connections: set = set()
+def fake_host() -> Host:
+    scoreboard = Scoreboard(4)
+    return Host(FakeLoop(), scoreboard, scoreboard.view(0), 0, 1, set())
+
+
+def drain(server: HttpServer) -> None:
+    """What the worker does when a graceful stop begins."""
+    for hook in server.host.drain_hooks:
+        hook()
 
 
 class FakeListener:
     address = ("127.0.0.1", "8000")
     family = 2  # AF_INET
+
+
+LISTENER = FakeListener()
 
 
 class FakeTransport:
@@ -51,7 +52,6 @@ class FakeTransport:
         self.aborted = False
         self.reading = True
         self.write_limit = write_limit  # pause_writing past this much unread output
-        self.listener = FakeListener()
         self.paused = False
 
     def write_later(self, data: bytes) -> None:
@@ -100,9 +100,21 @@ class FakeTransport:
         self.reading = True
 
 
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_protocol(self):
+        return self.protocol
+
+    def set_protocol(self, protocol) -> None:
+        self.protocol = protocol
+
     def get_extra_info(self, name, default=None):
         info = {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000),
-                "socket": None}
+                "socket": None, "listener": LISTENER}
         return info.get(name, default)
 
 
@@ -114,7 +126,7 @@ def make_server(app: Any = None, **overrides: Any) -> HttpServer:
     sys.modules["_httpkit_app"] = mod
     cfg = configmod.load("", {k: v for k, v in overrides.items()})
     cfg = cfg.replace(app="_httpkit_app:app" if app is not None else "")
-    return HttpServer(cfg, FakeWorker())
+    return HttpServer(cfg, fake_host())
 
 
 def connect(server: HttpServer, write_limit: int = 1 << 30):

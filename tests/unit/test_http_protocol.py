@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from httpkit import connect, exchange, make_server, parse_responses
+from httpkit import connect, drain, exchange, make_server, parse_responses
 
 
 def hello(environ, start_response):
@@ -340,7 +340,7 @@ def test_health_path_and_draining():
     srv = make_server(hello)
     out, closed = exchange(srv, [b"GET /healthz HTTP/1.1\r\n\r\n"])
     assert parse_responses(out)[0].status == 200 and not closed
-    srv._drain()
+    drain(srv)
     out, closed = exchange(srv, [b"GET /healthz HTTP/1.1\r\n\r\n"])
     r = parse_responses(out)[0]
     assert r.status == 503 and r.headers["connection"] == "close" and closed
@@ -350,7 +350,7 @@ def test_status_path_lists_workers():
     import json
 
     srv = make_server(hello, status_path="/status")
-    srv.worker.scoreboard.claim(0, 1234, 0, 1, 0.0)
+    srv.host.scoreboard.claim(0, 1234, 0, 1, 0.0)
     out, _ = exchange(srv, [b"GET /status HTTP/1.1\r\n\r\n"])
     doc = json.loads(parse_responses(out)[0].body)
     assert doc["workers"][0]["pid"] == 1234
@@ -359,7 +359,7 @@ def test_status_path_lists_workers():
 def test_requests_are_counted_in_the_scoreboard():
     srv = make_server(hello)
     exchange(srv, [b"GET / HTTP/1.1\r\n\r\n" * 5])
-    assert srv.worker.slot.requests == 5
+    assert srv.host.slot.requests == 5
 
 
 def test_timeouts_by_phase():
@@ -372,19 +372,19 @@ def test_timeouts_by_phase():
     # body stalled: 408
     proto, t = connect(srv)
     proto.data_received(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
-    assert proto.deadline == srv.worker.loop.now + srv.config.body_timeout
+    assert proto.deadline == srv.host.loop.now + srv.config.body_timeout
     proto.deadline_passed()
     assert parse_responses(bytes(t.out))[0].status == 408 and t.closed
     # idle keep-alive: quiet close
     proto, t = connect(srv)
     proto.data_received(b"GET / HTTP/1.1\r\n\r\n")
-    assert proto.deadline == srv.worker.loop.now + srv.config.keepalive_timeout
+    assert proto.deadline == srv.host.loop.now + srv.config.keepalive_timeout
     t.out.clear()
     proto.deadline_passed()
     assert t.closed and t.out == b""
     # a connection that never sends a byte: quiet close
     proto, t = connect(srv)
-    assert proto.deadline == srv.worker.loop.now + srv.config.header_timeout
+    assert proto.deadline == srv.host.loop.now + srv.config.header_timeout
     proto.deadline_passed()
     assert t.closed and t.out == b""
 
@@ -394,7 +394,7 @@ def test_slowloris_header_deadline_is_not_extended_by_trickling():
     proto, t = connect(srv)
     proto.data_received(b"G")
     first = proto.deadline
-    srv.worker.loop.now += 5
+    srv.host.loop.now += 5
     proto.data_received(b"ET / HTTP/1.1\r\nX: ")
     assert proto.deadline == first
 
@@ -405,7 +405,7 @@ def test_close_when_idle_leaves_in_flight_requests_alone():
     idle.data_received(b"GET / HTTP/1.1\r\n\r\n")
     partial, t_partial = connect(srv)
     partial.data_received(b"GET / HTTP/1.1\r\n")
-    srv._drain()
+    drain(srv)
     idle.close_when_idle()
     partial.close_when_idle()
     assert t_idle.closed and not t_partial.closed
@@ -498,9 +498,9 @@ def test_every_answer_restarts_the_keepalive_deadline():
     srv = make_server(hello)
     proto, t = connect(srv)
     for target in (b"/", b"/healthz", b"/"):
-        srv.worker.loop.now += 10
+        srv.host.loop.now += 10
         proto.data_received(b"GET " + target + b" HTTP/1.1\r\n\r\n")
-        assert proto.deadline == srv.worker.loop.now + srv.config.keepalive_timeout
+        assert proto.deadline == srv.host.loop.now + srv.config.keepalive_timeout
 
 
 def test_a_stuck_request_is_found_on_the_stack():

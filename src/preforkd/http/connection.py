@@ -22,11 +22,14 @@ to an anonymous temporary file.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass
 from typing import Any
 
 import httptools
+
+from preforkd.config import FIELDS_BY_KEY
 
 
 class _Sentinel:
@@ -44,13 +47,23 @@ _NO_EVENTS: tuple = ()
 CONTINUE = _Sentinel("CONTINUE")
 
 
+def _default(key: str) -> Any:
+    return FIELDS_BY_KEY[key].default
+
+
 @dataclass(frozen=True)
 class Limits:
-    max_request_line_bytes: int = 8192
-    max_header_bytes: int = 65536
-    max_header_count: int = 100
-    max_body_bytes: int = 100 * 1024 * 1024
-    body_buffer_bytes: int = 256 * 1024
+    """The request limits, named and defaulted as in the config table."""
+
+    max_request_line_bytes: int = _default("max_request_line_bytes")
+    max_header_bytes: int = _default("max_header_bytes")
+    max_header_count: int = _default("max_header_count")
+    max_body_bytes: int = _default("max_body_bytes")
+    body_buffer_bytes: int = _default("body_buffer_bytes")
+
+    @classmethod
+    def from_config(cls, config: Any) -> Limits:
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
 
 
 class HttpError(Exception):

@@ -1,0 +1,434 @@
+"""The HTTP/1.1 connection driver: phases, deadlines, order, flow control, keep-alive.
+
+Theory of operation
+-------------------
+One HttpProtocol per connection. Bytes go into its HttpConnection (sans-I/O
+parser); events come out and run in order. A Request goes to the router
+(the server's own paths) or to the connection's exchange (the responder, see
+http/responder.py), which answers with a response plan: whole, streamed,
+file, now or later. The next pipelined request waits until that response is
+fully handed to the transport. The driver knows nothing of WSGI.
+
+A connection is always in one phase (PHASES below: what bounds it, and what
+its expiry does); TRANSITIONS lists every move the driver makes. Each
+connection keeps one `deadline` (a float) for its phase, and the server
+sweeps all connections once a second: timers cost nothing per request.
+
+Keep-alive: a response closes the connection when the client asked, the
+responder asked, the version needs it, or the worker is draining; an idle
+connection is closed when it is idle and the worker drains, never while a
+request may be on its way in.
+
+Streams are pulled only while the transport accepts more (pause_writing
+stops the pull, resume_writing continues it), so a slow reader never makes
+the worker buffer a whole large response.
+
+Phases are plain ints, not an Enum: the hot path compares them several times
+per request, and CPython specialises comparisons of exact ints only.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from preforkd import logs
+from preforkd.http.connection import CONTINUE, HttpConnection, Request
+from preforkd.http.response import (
+    CONTINUE_HEAD,
+    Framing,
+    HeadParts,
+    ResponseError,
+    error_response,
+)
+from preforkd.protocols.base import Protocol, Transport
+
+log = logs.log
+
+IDLE, HEADERS, BODY, RESPONDING, CLOSED = range(5)
+PHASE_NAMES = ("IDLE", "HEADERS", "BODY", "RESPONDING", "CLOSED")
+
+# phase: (the setting that bounds it, what happens when that runs out)
+PHASES = {
+    IDLE: ("keepalive_timeout", "close quietly"),
+    HEADERS: ("header_timeout", "408, or a quiet close if no byte came"),
+    BODY: ("body_timeout", "408 (the time between two reads)"),
+    RESPONDING: ("write_timeout", "abort (only while the client reads nothing)"),
+    CLOSED: ("", ""),
+}
+
+# Every move the driver makes (tests check each one taken is listed here).
+TRANSITIONS = frozenset({
+    (IDLE, HEADERS), (IDLE, BODY), (IDLE, RESPONDING), (IDLE, CLOSED),
+    (HEADERS, HEADERS), (HEADERS, BODY), (HEADERS, RESPONDING), (HEADERS, CLOSED),
+    (BODY, BODY), (BODY, RESPONDING), (BODY, CLOSED),
+    (RESPONDING, IDLE), (RESPONDING, CLOSED),
+    (IDLE, IDLE), (CLOSED, CLOSED),
+})
+
+
+class HttpProtocol(Protocol):
+    __slots__ = ("server", "transport", "conn", "exchange", "phase", "deadline", "paused",
+                 "read_paused", "framing", "stream", "on_done", "request", "started",
+                 "served")
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.conn = HttpConnection(server.limits)
+        self.exchange = server.responder.exchange(self)
+        self.phase = IDLE
+        self.deadline = 0.0
+        self.paused = False  # the transport asked us to stop writing
+        self.read_paused = False  # we stopped reading (a response in flight, or paused)
+        self.framing: Framing | None = None  # a response that is not one known chunk
+        self.stream: Iterator[bytes] | None = None
+        self.on_done: Callable[[], Any] | None = None  # the responder's, once it is sent
+        self.request: Request | None = None
+        self.started = 0.0
+        # Most connections that stop after a request or two never need the caches;
+        # only from the third request on are the parser and environ template kept.
+        self.served = 0
+
+    def connection_made(self, transport: Transport) -> None:
+        self.transport = transport
+        server = self.server
+        self.deadline = server.loop.now + server.header_timeout
+
+    def set_nodelay(self) -> None:
+        transport = self.transport
+        listener = transport.get_extra_info("listener")
+        if listener is None or listener.family != socket.AF_UNIX:
+            try:
+                transport.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass  # (a unix socket without a listener, or the client is gone)
+
+    def trim(self) -> None:
+        """Idle for a while: give back what the next request can rebuild, and be
+        treated as a young connection again until it proves busy."""
+        self.exchange.trim()
+        self.conn.release()
+        self.served = 2
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.phase = CLOSED
+        self.deadline = 0.0
+        self._done()
+        # Break the cycles (transport <-> protocol, parser <-> connection, exchange <->
+        # driver) so memory goes back at once by reference counting.
+        self.conn.close()
+        self.exchange.close()
+        self.transport = self.stream = None
+
+    # -- input -------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        conn.receive_data(data)
+        if self.phase == RESPONDING:
+            if conn.events:
+                # Pipelined requests while a response is in flight: stop reading until
+                # we get to them, so the queue stays one read long.
+                self._pause_reading()
+            return
+        self._process()
+
+    def eof_received(self) -> bool:
+        self.conn.receive_eof()
+        if self.phase != RESPONDING:
+            self._process()
+        return True  # a response in flight still goes out; _settle closes after it
+
+    def proceed(self) -> None:
+        """Run what queued up behind a response that finished later (a responder
+        answering later calls this once it has sent)."""
+        if self.phase != CLOSED:
+            self._process()
+
+    def _process(self) -> None:
+        """Run queued events until one needs more data or a response is in flight.
+
+        Responses go out with write_later: those of one read (pipelining), and of
+        every connection served in this loop turn, leave in one send each."""
+        events = self.conn.events
+        while events and self.phase < RESPONDING:
+            event = events.pop(0)
+            if type(event) is Request:
+                self.handle_request(event)
+            elif event is CONTINUE:
+                self.transport.write_later(CONTINUE_HEAD)
+            else:
+                self.send_error(event.status, event.detail)
+        if self.phase < RESPONDING:
+            self._settle()
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _close(self) -> None:
+        """Close once what was written is sent (with the turn's other writes)."""
+        self.transport.close()
+        self.phase = CLOSED
+
+    def _settle(self) -> None:
+        """Between requests or inside one: pick the phase and its deadline."""
+        conn = self.conn
+        if conn.request is None:
+            server = self.server
+            if conn.eof or server.draining:
+                self._close()
+                return
+            if self.phase != IDLE or not self.deadline:
+                self.phase = IDLE
+                self.deadline = server.loop.now + server.keepalive_timeout
+        elif conn.in_headers:
+            if self.phase != HEADERS:
+                self.phase = HEADERS  # the whole header section gets header_timeout
+                if self.served or not self.deadline:  # (a new connection's runs from accept)
+                    self.deadline = self.server.loop.now + self.server.header_timeout
+        else:
+            self.phase = BODY  # body_timeout runs between reads
+            self.deadline = self.server.loop.now + self.server.body_timeout
+        if self.read_paused and not self.paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    # -- requests ------------------------------------------------------------------
+    def handle_request(self, req: Request) -> None:
+        self.phase = RESPONDING
+        self.deadline = 0.0
+        self.request = req
+        server = self.server
+        server.slot.requests += 1
+        if server.access_enabled:
+            self.started = time.monotonic()
+        target = req.target
+        route = server.routes.get(target)
+        if route is None and 63 in target:  # ("?": the path may be one of ours)
+            route = server.router.match_query(target)
+        if route is not None:
+            route(self, req)
+            return
+        self.served += 1
+        self.exchange.respond(req)
+
+    def send_whole(self, parts: HeadParts, body: bytes) -> None:
+        """A response whose whole body is known: one write with its head. Raises
+        ResponseError (nothing sent) when the body contradicts the head."""
+        if parts.bodyless:
+            self._send_whole_framed(parts, body)
+            return
+        n = len(body)
+        if parts.content_length != n and parts.content_length >= 0:
+            raise ResponseError(f"body of {n} bytes, Content-Length {parts.content_length}")
+        server = self.server
+        req = self.request
+        self.request = None
+        if req.method == b"HEAD":
+            body = b""
+        if server.access_enabled:
+            self._log_access(req, n, parts.code)
+        if parts.close or server.draining or not req.keep_alive:
+            self.transport.write_later(server.whole_head(parts, n, True) + body)
+            self._close()
+            return
+        self.transport.write_later(server.whole_head(parts, n, False) + body)
+        self.phase = IDLE
+        if self.served <= 2:
+            # A young connection: it may well go idle now, so keep nothing (the
+            # parser costs ~1 µs to make again).
+            self.conn.release()
+            if self.served == 1:
+                self.set_nodelay()  # it lives on: small writes go now
+
+    def _send_whole_framed(self, parts: HeadParts, body: bytes) -> None:
+        """send_whole's slow twin: a status without a body (1xx, 204, 304) follows the
+        framing rules (no Content-Length of our own)."""
+        resp = self._framing(parts)
+        self.transport.write_later(resp.head(len(body), self.server.extra_head)
+                                   + resp.frame(body) + resp.end())
+        self._finish()
+
+    def _framing(self, parts: HeadParts) -> Framing:
+        req = self.request
+        assert req is not None
+        resp = self.framing = Framing(parts, req.version, req.method == b"HEAD",
+                                      not req.keep_alive or self.server.draining)
+        return resp
+
+    def write_body(self, head: Callable[[], HeadParts], data: bytes) -> None:
+        """A piece of a body of unknown length, sent at once (the head goes first)."""
+        resp = self.framing or self._framing(head())
+        if not resp.head_sent:
+            self.transport.write_later(resp.head(-1, self.server.extra_head))
+        self.transport.write(resp.frame(data))  # (after the head, in one send)
+
+    def send_stream(self, it: Iterator[bytes], head: Callable[[], HeadParts],
+                    done: Callable[[], Any] | None = None) -> None:
+        """Body chunks pulled from `it` while the client keeps reading. `head()` is
+        asked after the first pull (a WSGI generator calls start_response in it)."""
+        self.stream, self.on_done = it, done
+        if self.served == 1:
+            self.set_nodelay()  # streamed chunks must not wait for Nagle
+        try:
+            if self.framing is not None and self.framing.head_sent:  # after write()
+                self._pull_rest(it)
+                return
+            # Look one chunk ahead: a body of one chunk still gets a Content-Length.
+            first = next(it, None)
+            second = None if first is None else next(it, None)
+            resp = self.framing or self._framing(head())
+            extra = self.server.extra_head
+            if second is not None:
+                # Each piece is written once validated: if the next one breaks the
+                # framing, what went before is a true start of the response.
+                self.transport.write_later(resp.head(-1, extra) + resp.frame(first))
+                self.transport.write(resp.frame(second))
+                if not self.paused:
+                    self._pull_rest(it)
+                return
+            if first is None:
+                data = resp.head(0, extra)
+            else:
+                data = resp.head(len(first), extra) + resp.frame(first)
+            self.transport.write_later(data + resp.end())
+        except Exception as e:
+            self.fail(e)
+            return
+        self._finish()
+
+    def _pull_rest(self, it: Iterator[bytes]) -> None:
+        resp, transport = self.framing, self.transport
+        assert resp is not None
+        for data in it:
+            chunk = resp.frame(data)
+            if chunk:
+                transport.write(chunk)
+            if self.paused or self.phase == CLOSED:
+                return  # resume_writing continues from here
+        end = resp.end()
+        if end:
+            transport.write(end)
+        self._finish()
+
+    def send_file(self, parts: HeadParts, fd: int, offset: int, count: int,
+                  done: Callable[[], Any] | None = None) -> None:
+        """A file span after the head, with sendfile; `done` once it is handed over."""
+        self.on_done = done
+        resp = self._framing(parts)
+        head = resp.head(count, self.server.extra_head)
+        if resp.content_length >= 0:
+            if resp.content_length > count:
+                raise ResponseError(f"Content-Length {resp.content_length} is past the end "
+                                    f"of the file ({count} bytes)")
+            count = resp.content_length
+        self.transport.write(head)
+        if resp.head_only or count == 0:
+            self._finish()
+        else:
+            resp.sent = count
+            self.transport.sendfile(fd, offset, count, self._file_sent)
+
+    def _file_sent(self) -> None:
+        self._finish()
+        self.proceed()
+
+    def fail(self, e: Exception) -> None:
+        """The responder could not answer: a 500, or an abort once a head went out
+        (mid-body, only a broken connection tells the client the truth)."""
+        resp, req = self.framing, self.request
+        what = f"{req.method.decode()} {req.target.decode('latin-1')}" if req else "?"
+        if isinstance(e, ResponseError):
+            log.error("event=app-error request=%r error=%s", what, e)
+        else:
+            log.error("event=app-exception request=%r", what, exc_info=e)
+        self.stream = None
+        if resp is not None and resp.head_sent:
+            self.transport.flush()  # earlier responses of this turn still go out
+            self._done()
+            self.transport.abort()
+            self.phase = CLOSED
+        else:
+            self._done()
+            self.send_error(500, "internal server error")
+
+    def _done(self) -> None:
+        done = self.on_done
+        if done is not None:
+            self.on_done = None
+            done()
+
+    def _finish(self) -> None:
+        """The response is fully handed over: log it; the caller runs _process for more."""
+        resp, req = self.framing, self.request
+        self.stream = None
+        self._done()
+        if self.server.access_enabled and req is not None:
+            self._log_access(req, resp.sent if resp is not None else 0,
+                             resp.parts.code if resp is not None else 0)
+        self.framing = self.request = None
+        if self.phase == CLOSED:
+            return
+        if resp is None or resp.close:
+            self._close()
+            return
+        self.phase = IDLE
+
+    def _log_access(self, req: Request, sent: int, code: int) -> None:
+        peer = self.transport.get_extra_info("peername")
+        self.server.access.log(peer[0] if isinstance(peer, tuple) else "", req, code, sent,
+                               time.monotonic() - self.started)
+
+    # -- errors, timeouts, flow control -----------------------------------------------
+    def send_error(self, status: int, detail: str) -> None:
+        if self.phase == CLOSED:
+            return
+        head_only = self.request is not None and self.request.method == b"HEAD"
+        self.transport.write_later(error_response(status, detail, self.server.extra_head,
+                                                  head_only))
+        self._close()
+        if status < 500:
+            log.info("event=client-error status=%d detail=%s", status, detail)
+
+    def deadline_passed(self) -> None:
+        phase = self.phase
+        self.deadline = 0.0
+        if phase == HEADERS and self.conn.request is None:
+            self._close()  # connected but never sent a byte: nothing to answer
+        elif phase == HEADERS or phase == BODY:
+            self.send_error(408, "request not received in time")
+        elif phase == RESPONDING:
+            self.transport.abort()  # the client stopped reading (write_timeout)
+        else:
+            self._close()  # idle keep-alive
+        self.phase = CLOSED
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        self._pause_reading()
+        if self.phase == RESPONDING:
+            self.deadline = self.server.loop.now + self.server.write_timeout
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.phase == CLOSED:
+            return
+        if self.read_paused and not self.conn.events:
+            self.read_paused = False  # (queued requests keep it paused until their turn)
+            self.transport.resume_reading()
+        if self.phase == RESPONDING:
+            self.deadline = 0.0
+            if self.stream is not None:
+                try:
+                    self._pull_rest(self.stream)
+                except Exception as e:
+                    self.fail(e)
+                    return
+        self._process()
+
+    def close_when_idle(self) -> None:
+        if self.phase != RESPONDING and self.conn.request is None:
+            self._close()

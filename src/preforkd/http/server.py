@@ -1,0 +1,149 @@
+"""Per-worker HTTP state: what all of one worker's connections share.
+
+HttpServer holds the limits and timeouts, the router (the server's own
+paths), the responder (inline WSGI today), the access log, the clock for the
+Date header and the whole-head memo, and the once-a-second sweep that acts on
+expired deadlines. It talks to its worker only through the Host it was given.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from preforkd import __version__, logs
+from preforkd.config import Config
+from preforkd.http.connection import Limits
+from preforkd.http.driver import IDLE, RESPONDING, HttpProtocol
+from preforkd.http.environ import EnvironBuilder
+from preforkd.http.response import HeadParts, build_head, cl_line
+from preforkd.http.router import OwnPaths, Router
+from preforkd.http.wsgi import WsgiResponder, load_app
+from preforkd.protocols.base import Host, StateCounts
+
+SWEEP_INTERVAL = 1.0
+IDLE_TRIM_AFTER = 2.0  # seconds idle before a keep-alive connection gives back its caches
+HEAD_MEMO = 64  # whole heads remembered for the last parts (by body length)
+
+
+class HttpServer:
+    def __init__(self, config: Config, host: Host, responder: Any = None) -> None:
+        self.config = config
+        self.host = host
+        self.loop = host.loop
+        self.slot = host.slot
+        self.limits = Limits.from_config(config)
+        self.draining = False
+        # Read on every request: plain attributes, not config.<key> chains.
+        self.keepalive_timeout = config.keepalive_timeout
+        self.header_timeout = config.header_timeout
+        self.body_timeout = config.body_timeout
+        self.write_timeout = config.write_timeout
+        self.router = Router()
+        OwnPaths(host.scoreboard, lambda: self.draining).install(
+            self.router, config.health_path, config.status_path)
+        self.routes = self.router.routes
+        if responder is None:
+            extra = {"preforkd.worker": host.index, "preforkd.generation": host.generation,
+                     "preforkd.version": __version__}
+            responder = WsgiResponder(load_app(config.app), EnvironBuilder(extra))
+        self.responder = responder
+        self.access = logs.AccessLog(config.access_log, config.access_log_format, host.index)
+        self.access_enabled = self.access.enabled
+        self.extra_head = b""  # the date and server lines, renewed each second
+        self._date = 0
+        self._memo_parts: HeadParts | None = None
+        self._memo: dict[int, bytes] = {}
+        self._tick()
+        self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+        host.on_drain(self._drain)
+        host.on_reopen(self.access.reopen)
+        host.on_exit(self.access.close)
+        host.report_states(self.count_states)
+        host.report_busy(self.busy_request)
+        host.set_nodelay_itself()  # only connections that outlive a response need it
+
+    def make_protocol(self) -> HttpProtocol:
+        return HttpProtocol(self)
+
+    def whole_head(self, parts: HeadParts, length: int, close: bool) -> bytes:
+        """The head for a body of `length` bytes. Remembered per length (a negative
+        key for a closing response) for the last parts, until the date changes."""
+        key = ~length if close else length
+        if parts is self._memo_parts:
+            head = self._memo.get(key)
+            if head is not None:
+                return head
+        else:
+            self._memo_parts, self._memo = parts, {}
+        head = build_head(parts, cl_line(length), self.extra_head, close)
+        memo = self._memo
+        if len(memo) >= HEAD_MEMO:
+            memo.clear()
+        memo[key] = head
+        return head
+
+    def live(self) -> Iterator[HttpProtocol]:
+        """The HTTP protocols of the worker's open connections (the worker keeps the
+        set: one add and discard per connection, not two)."""
+        for transport in self.host.connections:
+            proto = transport.get_protocol()
+            if type(proto) is HttpProtocol:
+                yield proto
+
+    def count_states(self) -> StateCounts:
+        """(reading, writing, waiting) connections, counted at heartbeat time, so
+        requests pay nothing for it."""
+        reading = writing = waiting = 0
+        for proto in self.live():
+            phase = proto.phase
+            if phase == IDLE:
+                waiting += 1
+            elif phase == RESPONDING:
+                writing += 1
+            else:
+                reading += 1
+        return reading, writing, waiting
+
+    def busy_request(self, frame: Any) -> tuple[bytes, bytes] | None:
+        """(method, target) of the request that the code running in `frame` serves:
+        the nearest caller that is a connection's method, with a request in hand."""
+        while frame is not None:
+            proto = frame.f_locals.get("self")
+            if type(proto) is HttpProtocol and proto.request is not None:
+                return proto.request.method, proto.request.target
+            frame = frame.f_back
+        return None
+
+    def _drain(self) -> None:
+        self.draining = True
+
+    def _tick(self) -> None:
+        now = int(time.time())
+        if now != self._date:
+            self._date = now
+            date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))
+            self.extra_head = f"date: {date}\r\nserver: preforkd\r\n".encode()
+            self._memo_parts, self._memo = None, {}
+
+    def _sweep(self) -> None:
+        loop = self.loop
+        now = loop.now
+        self._tick()
+        idle_since = now - self.keepalive_timeout + IDLE_TRIM_AFTER
+        expired = []
+        for proto in self.live():
+            deadline = proto.deadline
+            if deadline and deadline <= now:
+                expired.append(proto)
+            elif proto.phase == IDLE and proto.served > 2 and deadline < idle_since:
+                proto.trim()
+        for proto in expired:
+            proto.deadline_passed()
+        self.access.flush()
+        loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+
+def http_factory(config: Config, host: Host) -> Callable[[], HttpProtocol]:
+    return HttpServer(config, host).make_protocol
