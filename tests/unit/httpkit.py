@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from preforkd import config as configmod
+from preforkd.http.driver import HttpProtocol
 from preforkd.http.server import HttpServer
 from preforkd.protocols.base import Host
 from preforkd.scoreboard import Scoreboard
@@ -216,3 +217,33 @@ def parse_responses(data: bytes, methods: list[bytes] | None = None,
             pos = len(data)
         out.append(resp)
     return out
+
+
+class PhaseMoves:
+    """Records every change of HttpProtocol.phase while installed (the class attribute is
+    swapped for a property around the slot, so `type(p) is HttpProtocol` still holds)."""
+
+    def __init__(self) -> None:
+        self.moves: set[tuple[int, int]] = set()
+
+    def __enter__(self) -> PhaseMoves:
+        slot = self._slot = HttpProtocol.__dict__["phase"]
+        moves = self.moves
+
+        def get(proto):
+            return slot.__get__(proto)
+
+        def set_(proto, new):
+            try:
+                old = slot.__get__(proto)
+            except AttributeError:  # the first assignment, in __init__
+                old = new
+            if old != new:
+                moves.add((old, new))
+            slot.__set__(proto, new)
+
+        HttpProtocol.phase = property(get, set_)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        HttpProtocol.phase = self._slot

@@ -9,7 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from httpkit import connect, drain, exchange, make_server, parse_responses
+from preforkd.http.driver import PHASE_NAMES, TRANSITIONS
+
+from httpkit import PhaseMoves, connect, drain, exchange, make_server, parse_responses
+
+
+@pytest.fixture(autouse=True)
+def _only_listed_phase_moves():
+    """Every test here also checks that each change of phase is in TRANSITIONS."""
+    with PhaseMoves() as recorded:
+        yield
+    unlisted = {(PHASE_NAMES[a], PHASE_NAMES[b]) for a, b in recorded.moves - TRANSITIONS.keys()}
+    assert not unlisted, f"phase moves missing from TRANSITIONS: {unlisted}"
 
 
 def hello(environ, start_response):

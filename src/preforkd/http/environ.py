@@ -199,14 +199,10 @@ class EnvironBuilder:
                 env[key] = value.decode("latin-1")
         return env
 
-    def build(self, template: dict[str, Any], line: dict[str, str],
-              req: Request) -> dict[str, Any]:
-        """The environ for one request: `template` is with_headers() for its header
-        fields, `line` target() for its target."""
-        return self.fill(template.copy(), line, req)
-
     def fill(self, env: dict[str, Any], line: dict[str, str], req: Request) -> dict[str, Any]:
-        """build() in place, for a template made for this request alone."""
+        """The environ for one request, made from `env`: with_headers() for its header
+        fields (a copy, unless made for this request alone), and `line`, target() for
+        its target."""
         env.update(line)
         method = self._methods.get(req.method)
         if method is None:

@@ -53,8 +53,8 @@ class HttpServer:
         self.access_enabled = self.access.enabled
         self.extra_head = b""  # the date and server lines, renewed each second
         self._date = 0
-        self._memo_parts: HeadParts | None = None
-        self._memo: dict[int, bytes] = {}
+        self.memo_parts: HeadParts | None = None
+        self.memo: dict[int, bytes] = {}
         self._tick()
         self.loop.call_later(SWEEP_INTERVAL, self._sweep)
         host.on_drain(self._drain)
@@ -68,17 +68,14 @@ class HttpServer:
         return HttpProtocol(self)
 
     def whole_head(self, parts: HeadParts, length: int, close: bool) -> bytes:
-        """The head for a body of `length` bytes. Remembered per length (a negative
-        key for a closing response) for the last parts, until the date changes."""
+        """The head for a body of `length` bytes. Remembered in `memo` per length (a
+        negative key for a closing response) for the last parts (`memo_parts`), until
+        the date changes; the driver looks there first."""
         key = ~length if close else length
-        if parts is self._memo_parts:
-            head = self._memo.get(key)
-            if head is not None:
-                return head
-        else:
-            self._memo_parts, self._memo = parts, {}
+        if parts is not self.memo_parts:
+            self.memo_parts, self.memo = parts, {}
         head = build_head(parts, cl_line(length), self.extra_head, close)
-        memo = self._memo
+        memo = self.memo
         if len(memo) >= HEAD_MEMO:
             memo.clear()
         memo[key] = head
@@ -125,7 +122,7 @@ class HttpServer:
             self._date = now
             date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))
             self.extra_head = f"date: {date}\r\nserver: preforkd\r\n".encode()
-            self._memo_parts, self._memo = None, {}
+            self.memo_parts, self.memo = None, {}
 
     def _sweep(self) -> None:
         loop = self.loop

@@ -51,6 +51,7 @@ class WsgiResponder:
         self.app = app
         self.environ = environ
         self.targets = environ.targets
+        self.fill = environ.fill  # (bound once: per request)
         # The last (status, headers) the app gave and their encoding: apps answer
         # the same way again and again, so most requests skip validation.
         self.last_status: Any = None
@@ -101,15 +102,15 @@ class WsgiExchange:
         line = wsgi.targets.get(req.target) or wsgi.environ.target(req.target)
         self.status = None
         if req.headers == self.env_headers:
-            env = wsgi.environ.build(self.env_template, line, req)
+            env = wsgi.fill(self.env_template.copy(), line, req)
         elif driver.served > 2:
             # Cached only once a connection proves busy: a freed template leaves
             # a hole in the heap, and idle connections would keep RSS at the peak.
             template = self.connection_environ(req.headers)
             self.env_headers, self.env_template = req.headers, template
-            env = wsgi.environ.build(template, line, req)
+            env = wsgi.fill(template.copy(), line, req)
         else:
-            env = wsgi.environ.fill(self.connection_environ(req.headers), line, req)
+            env = wsgi.fill(self.connection_environ(req.headers), line, req)
         try:
             result = self.result = wsgi.app(env, self.start_response_cb)
             status = self.status
