@@ -26,29 +26,96 @@ LOW_WATER = 64 * 1024
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
 
 
-class Transport:
-    __slots__ = ("_loop", "_sock", "_fd", "protocol", "_buffer", "_closing", "_lost",
-                 "_reading", "_protocol_paused", "_on_close", "_eof_after_flush",
-                 "_file", "_tail", "_peer", "_listener", "_later")
+class Connection:
+    """An accepted connection's fd, with a socket object made only when something
+    asks for one (an option, shutdown, an address): making one costs a
+    getsockname() syscall, which a one-request connection does not need."""
 
-    def __init__(self, loop: Any, sock: socket.socket | int, protocol: Any,
-                 on_close: Callable[[Transport], Any], peername: Any = None,
-                 listener: Any = None) -> None:
-        """`sock`: a socket, or the fd of a non-blocking accepted one (`listener`,
-        which accepted it, then tells its family and type)."""
+    __slots__ = ("_sock", "_fd", "_peer", "_listener", "_lost")
+
+    def __init__(self, sock: socket.socket | int, peername: Any, listener: Any) -> None:
         self._peer = peername  # from accept(), handed out once (then getpeername())
         self._listener = listener  # shared by all connections it accepted
-        self._loop = loop
         if isinstance(sock, int):
             self._sock: Any = None
             self._fd = sock
         else:
             self._sock = sock
             self._fd = sock.fileno()
+        self._lost = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        try:
+            if name == "listener":
+                return self._listener
+            if name == "peername":
+                # Given once without a syscall, then forgotten: an address tuple costs
+                # more than the rest of an idle connection's state.
+                peer, self._peer = self._peer, None
+                return peer if peer is not None else self.socket().getpeername()
+            if name == "sockname":
+                return self.socket().getsockname()
+            if name == "socket":
+                return self.socket()
+        except OSError:
+            return default
+        return default
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        """A socket option, without keeping a socket object for it (idle connections
+        are many: each object is memory)."""
+        sock = self._sock
+        if sock is not None:
+            sock.setsockopt(level, option, value)
+        elif not self._lost:
+            sock = self._new_socket()
+            try:
+                sock.setsockopt(level, option, value)
+            finally:
+                sock.detach()  # the fd stays ours
+
+    def socket(self) -> Any:
+        """The connection's socket object (made on first use; it owns the fd from then)."""
+        if self._lost:
+            raise OSError("transport is closed")
+        sock = self._sock
+        if sock is None:
+            sock = self._sock = self._new_socket()
+        return sock
+
+    def _new_socket(self) -> Any:
+        listener = self._listener
+        if listener is not None:
+            return _socket.socket(listener.family, listener.type, 0, self._fd)
+        return _socket.socket(fileno=self._fd)
+
+    def _shutdown_write(self) -> None:
+        try:
+            self.socket().shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def _close_fd(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        else:
+            os.close(self._fd)
+
+
+class Transport(Connection):
+    __slots__ = ("_loop", "protocol", "_buffer", "_closing", "_reading", "_protocol_paused",
+                 "_on_close", "_eof_after_flush", "_file", "_tail", "_later")
+
+    def __init__(self, loop: Any, sock: socket.socket | int, protocol: Any,
+                 on_close: Callable[[Transport], Any], peername: Any = None,
+                 listener: Any = None) -> None:
+        """`sock`: a socket, or the fd of a non-blocking accepted one (`listener`,
+        which accepted it, then tells its family and type)."""
+        super().__init__(sock, peername, listener)
+        self._loop = loop
         self.protocol = protocol
         self._buffer: bytearray | None = None  # only while the kernel lags behind
         self._closing = False
-        self._lost = False
         self._reading = True
         self._protocol_paused = False
         self._eof_after_flush = False
@@ -280,12 +347,6 @@ class Transport:
         else:
             self._shutdown_write()
 
-    def _shutdown_write(self) -> None:
-        try:
-            self.socket().shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
     # -- closing -----------------------------------------------------------
     def is_closing(self) -> bool:
         return self._closing
@@ -327,55 +388,7 @@ class Transport:
         try:
             self.protocol.connection_lost(exc)
         finally:
-            if self._sock is not None:
-                self._sock.close()
-            else:
-                os.close(self._fd)
+            self._close_fd()
             self._on_close(self)
             self._peer = None
             self.protocol = None  # no transport <-> protocol cycle left for the collector
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        try:
-            if name == "listener":
-                return self._listener
-            if name == "peername":
-                # Given once without a syscall, then forgotten: an address tuple costs
-                # more than the rest of an idle connection's state.
-                peer, self._peer = self._peer, None
-                return peer if peer is not None else self.socket().getpeername()
-            if name == "sockname":
-                return self.socket().getsockname()
-            if name == "socket":
-                return self.socket()
-        except OSError:
-            return default
-        return default
-
-    def setsockopt(self, level: int, option: int, value: int) -> None:
-        """A socket option, without keeping a socket object for it (idle connections
-        are many: each object is memory)."""
-        sock = self._sock
-        if sock is not None:
-            sock.setsockopt(level, option, value)
-        elif not self._lost:
-            sock = self._new_socket()
-            try:
-                sock.setsockopt(level, option, value)
-            finally:
-                sock.detach()  # the fd stays ours
-
-    def socket(self) -> Any:
-        """The connection's socket object (made on first use; it owns the fd from then)."""
-        if self._lost:
-            raise OSError("transport is closed")
-        sock = self._sock
-        if sock is None:
-            sock = self._sock = self._new_socket()
-        return sock
-
-    def _new_socket(self) -> Any:
-        listener = self._listener
-        if listener is not None:
-            return _socket.socket(listener.family, listener.type, 0, self._fd)
-        return _socket.socket(fileno=self._fd)

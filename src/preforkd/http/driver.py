@@ -29,12 +29,12 @@ per request, and CPython specialises comparisons of exact ints only.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from preforkd import logs
+from preforkd.http.bodies import BodyStream, send_file
 from preforkd.http.connection import CONTINUE, HttpConnection, Request
 from preforkd.http.response import (
     CONTINUE_HEAD,
@@ -43,7 +43,7 @@ from preforkd.http.response import (
     ResponseError,
     error_response,
 )
-from preforkd.protocols.base import Protocol, Transport
+from preforkd.protocols.base import Protocol, Transport, set_nodelay
 
 log = logs.log
 
@@ -90,27 +90,16 @@ class HttpProtocol(Protocol):
         self.paused = False  # the transport asked us to stop writing
         self.read_paused = False  # we stopped reading (a response in flight, or paused)
         self.framing: Framing | None = None  # a response that is not one known chunk
-        self.stream: Iterator[bytes] | None = None
+        self.stream: BodyStream | None = None
         self.on_done: Callable[[], Any] | None = None  # the responder's, once it is sent
         self.request: Request | None = None
         self.started = 0.0
-        # Most connections that stop after a request or two never need the caches;
-        # only from the third request on are the parser and environ template kept.
-        self.served = 0
+        self.served = 0  # from the third request on, the parser and caches are kept
 
     def connection_made(self, transport: Transport) -> None:
         self.transport = transport
         server = self.server
         self.deadline = server.loop.now + server.header_timeout
-
-    def set_nodelay(self) -> None:
-        transport = self.transport
-        listener = transport.get_extra_info("listener")
-        if listener is None or listener.family != socket.AF_UNIX:
-            try:
-                transport.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass  # (a unix socket without a listener, or the client is gone)
 
     def trim(self) -> None:
         """Idle for a while: give back what the next request can rebuild, and be
@@ -148,8 +137,7 @@ class HttpProtocol(Protocol):
         return True  # a response in flight still goes out; _settle closes after it
 
     def proceed(self) -> None:
-        """Run what queued up behind a response that finished later (a responder
-        answering later calls this once it has sent)."""
+        """Run what queued up behind a response that was answered later."""
         if self.phase != CLOSED:
             self._process()
 
@@ -237,7 +225,7 @@ class HttpProtocol(Protocol):
         if req.method == b"HEAD":
             body = b""
         if server.access_enabled:
-            self._log_access(req, n, parts.code)
+            server.log_access(self, req, parts.code, n)
         # (the server's memo of whole heads, looked up here: a call fewer per request)
         memo = server.memo if parts is server.memo_parts else None
         if parts.close or server.draining or not req.keep_alive:
@@ -253,26 +241,26 @@ class HttpProtocol(Protocol):
             # parser costs ~1 µs to make again).
             self.conn.release()
             if self.served == 1:
-                self.set_nodelay()  # it lives on: small writes go now
+                set_nodelay(self.transport)  # it lives on: small writes go now
 
     def _send_whole_framed(self, parts: HeadParts, body: bytes) -> None:
         """send_whole's slow twin: a status without a body (1xx, 204, 304) follows the
         framing rules (no Content-Length of our own)."""
-        resp = self._framing(parts)
+        resp = self.new_framing(parts)
         self.transport.write_later(resp.head(len(body), self.server.extra_head)
                                    + resp.frame(body) + resp.end())
-        self._finish()
+        self.finish()
 
-    def _framing(self, parts: HeadParts) -> Framing:
+    def new_framing(self, parts: HeadParts) -> Framing:
+        """The framing state of the current response, for a body not known whole."""
         req = self.request
-        assert req is not None
-        resp = self.framing = Framing(parts, req.version, req.method == b"HEAD",
-                                      not req.keep_alive or self.server.draining)
-        return resp
+        self.framing = Framing(parts, req.version, req.method == b"HEAD",
+                               not req.keep_alive or self.server.draining)
+        return self.framing
 
     def write_body(self, head: Callable[[], HeadParts], data: bytes) -> None:
         """A piece of a body of unknown length, sent at once (the head goes first)."""
-        resp = self.framing or self._framing(head())
+        resp = self.framing or self.new_framing(head())
         if not resp.head_sent:
             self.transport.write_later(resp.head(-1, self.server.extra_head))
         self.transport.write(resp.frame(data))  # (after the head, in one send)
@@ -281,81 +269,30 @@ class HttpProtocol(Protocol):
                     done: Callable[[], Any] | None = None) -> None:
         """Body chunks pulled from `it` while the client keeps reading. `head()` is
         asked after the first pull (a WSGI generator calls start_response in it)."""
-        self.stream, self.on_done = it, done
+        self.on_done = done
+        stream = self.stream = BodyStream(self, it)
         if self.served == 1:
-            self.set_nodelay()  # streamed chunks must not wait for Nagle
+            set_nodelay(self.transport)  # streamed chunks must not wait for Nagle
         try:
-            if self.framing is not None and self.framing.head_sent:  # after write()
-                self._pull_rest(it)
-                return
-            # Look one chunk ahead: a body of one chunk still gets a Content-Length.
-            first = next(it, None)
-            second = None if first is None else next(it, None)
-            resp = self.framing or self._framing(head())
-            extra = self.server.extra_head
-            if second is not None:
-                # Each piece is written once validated: if the next one breaks the
-                # framing, what went before is a true start of the response.
-                self.transport.write_later(resp.head(-1, extra) + resp.frame(first))
-                self.transport.write(resp.frame(second))
-                if not self.paused:
-                    self._pull_rest(it)
-                return
-            if first is None:
-                data = resp.head(0, extra)
-            else:
-                data = resp.head(len(first), extra) + resp.frame(first)
-            self.transport.write_later(data + resp.end())
+            stream.start(head)
         except Exception as e:
             self.fail(e)
-            return
-        self._finish()
-
-    def _pull_rest(self, it: Iterator[bytes]) -> None:
-        resp, transport = self.framing, self.transport
-        assert resp is not None
-        for data in it:
-            chunk = resp.frame(data)
-            if chunk:
-                transport.write(chunk)
-            if self.paused or self.phase == CLOSED:
-                return  # resume_writing continues from here
-        end = resp.end()
-        if end:
-            transport.write(end)
-        self._finish()
 
     def send_file(self, parts: HeadParts, fd: int, offset: int, count: int,
                   done: Callable[[], Any] | None = None) -> None:
         """A file span after the head, with sendfile; `done` once it is handed over."""
         self.on_done = done
-        resp = self._framing(parts)
-        head = resp.head(count, self.server.extra_head)
-        if resp.content_length >= 0:
-            if resp.content_length > count:
-                raise ResponseError(f"Content-Length {resp.content_length} is past the end "
-                                    f"of the file ({count} bytes)")
-            count = resp.content_length
-        self.transport.write(head)
-        if resp.head_only or count == 0:
-            self._finish()
-        else:
-            resp.sent = count
-            self.transport.sendfile(fd, offset, count, self._file_sent)
+        send_file(self, parts, fd, offset, count)
 
-    def _file_sent(self) -> None:
-        self._finish()
+    def file_sent(self) -> None:
+        self.finish()
         self.proceed()
 
     def fail(self, e: Exception) -> None:
         """The responder could not answer: a 500, or an abort once a head went out
         (mid-body, only a broken connection tells the client the truth)."""
-        resp, req = self.framing, self.request
-        what = f"{req.method.decode()} {req.target.decode('latin-1')}" if req else "?"
-        if isinstance(e, ResponseError):
-            log.error("event=app-error request=%r error=%s", what, e)
-        else:
-            log.error("event=app-exception request=%r", what, exc_info=e)
+        resp = self.framing
+        _log_failure(self.request, e)
         self.stream = None
         if resp is not None and resp.head_sent:
             self.transport.flush()  # earlier responses of this turn still go out
@@ -372,14 +309,14 @@ class HttpProtocol(Protocol):
             self.on_done = None
             done()
 
-    def _finish(self) -> None:
+    def finish(self) -> None:
         """The response is fully handed over: log it; the caller runs _process for more."""
         resp, req = self.framing, self.request
         self.stream = None
         self._done()
         if self.server.access_enabled and req is not None:
-            self._log_access(req, resp.sent if resp is not None else 0,
-                             resp.parts.code if resp is not None else 0)
+            self.server.log_access(self, req, resp.parts.code if resp is not None else 0,
+                                   resp.sent if resp is not None else 0)
         self.framing = self.request = None
         if self.phase == CLOSED:
             return
@@ -387,11 +324,6 @@ class HttpProtocol(Protocol):
             self._close()
             return
         self.phase = IDLE
-
-    def _log_access(self, req: Request, sent: int, code: int) -> None:
-        peer = self.transport.get_extra_info("peername")
-        self.server.access.log(peer[0] if isinstance(peer, tuple) else "", req, code, sent,
-                               time.monotonic() - self.started)
 
     # -- errors, timeouts, flow control -----------------------------------------------
     def send_error(self, status: int, detail: str) -> None:
@@ -434,7 +366,7 @@ class HttpProtocol(Protocol):
             self.deadline = 0.0
             if self.stream is not None:
                 try:
-                    self._pull_rest(self.stream)
+                    self.stream.pull()
                 except Exception as e:
                     self.fail(e)
                     return
@@ -443,3 +375,11 @@ class HttpProtocol(Protocol):
     def close_when_idle(self) -> None:
         if self.phase != RESPONDING and self.conn.request is None:
             self._close()
+
+
+def _log_failure(req: Request | None, e: Exception) -> None:
+    what = f"{req.method.decode()} {req.target.decode('latin-1')}" if req else "?"
+    if isinstance(e, ResponseError):
+        log.error("event=app-error request=%r error=%s", what, e)
+    else:
+        log.error("event=app-exception request=%r", what, exc_info=e)

@@ -111,10 +111,8 @@ _ERROR_PARTS = {status: encode_head(f"{status} {reason}", [("content-type", "tex
 
 def error_response(status: int, detail: str, extra: bytes, head_only: bool) -> bytes:
     """A whole error response: a short text body, and the connection closes after it."""
-    parts = _ERROR_PARTS.get(status)
-    if parts is None:
-        parts = _ERROR_PARTS[status] = encode_head(f"{status} Error",
-                                                   [("content-type", "text/plain")])
+    parts = _ERROR_PARTS.get(status) or encode_head(f"{status} Error",
+                                                    [("content-type", "text/plain")])
     body = f"{status} {REASONS.get(status, 'Error')}: {detail}\n".encode("latin-1", "replace")
     head = build_head(parts, cl_line(len(body)), extra, True)
     return head if head_only else head + body

@@ -81,6 +81,11 @@ class HttpServer:
         memo[key] = head
         return head
 
+    def log_access(self, driver: HttpProtocol, req: Any, code: int, sent: int) -> None:
+        peer = driver.transport.get_extra_info("peername")
+        self.access.log(peer[0] if isinstance(peer, tuple) else "", req, code, sent,
+                        time.monotonic() - driver.started)
+
     def live(self) -> Iterator[HttpProtocol]:
         """The HTTP protocols of the worker's open connections (the worker keeps the
         set: one add and discard per connection, not two)."""

@@ -15,6 +15,7 @@ states, the request a stuck loop is busy with).
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Collection
 from typing import Any
 from typing import Protocol as _Interface
@@ -145,3 +146,14 @@ class Host:
     def set_nodelay_itself(self) -> None:
         """The protocol sets TCP_NODELAY when it matters: the worker skips it at accept."""
         self.nodelay_at_accept = False
+
+
+def set_nodelay(transport: Transport) -> None:
+    """TCP_NODELAY on a TCP connection (small writes go at once); nothing on a unix
+    socket, where the option does not exist."""
+    listener = transport.get_extra_info("listener")
+    if listener is None or listener.family != socket.AF_UNIX:
+        try:
+            transport.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # (a unix socket without a listener, or the client is gone)
