@@ -227,13 +227,12 @@ class HttpProtocol(Protocol):
         if server.access_enabled:
             server.log_access(self, req, parts.code, n)
         # (the server's memo of whole heads, looked up here: a call fewer per request)
-        memo = server.memo if parts is server.memo_parts else None
         if parts.close or server.draining or not req.keep_alive:
-            head = memo.get(~n) if memo is not None else None
+            head = server.memo.get(~n) if parts is server.memo_parts else None
             self.transport.write_later((head or server.whole_head(parts, n, True)) + body)
             self._close()
             return
-        head = memo.get(n) if memo is not None else None
+        head = server.memo.get(n) if parts is server.memo_parts else None
         self.transport.write_later((head or server.whole_head(parts, n, False)) + body)
         self.phase = IDLE
         if self.served <= 2:

@@ -82,7 +82,7 @@ class WsgiResponder:
 
 class WsgiExchange:
     __slots__ = ("wsgi", "driver", "status", "headers", "result", "env_headers",
-                 "env_template", "start_response_cb")
+                 "env_template", "start_response_cb", "write_cb")
 
     def __init__(self, wsgi: WsgiResponder, driver: Any) -> None:
         self.wsgi = wsgi
@@ -93,6 +93,7 @@ class WsgiExchange:
         self.env_headers: Any = None  # the header fields env_template was built for
         self.env_template: Any = None
         self.start_response_cb = self.start_response  # bound once, not per request
+        self.write_cb: Any = None  # bound once a connection proves busy (like env_template)
 
     def respond(self, req: Request) -> None:
         """Call the app and hand its answer to the driver. The common case (a list of
@@ -155,7 +156,12 @@ class WsgiExchange:
             raise AppError("start_response called a second time without exc_info")
         self.status = status
         self.headers = headers
-        return self.write
+        write = self.write_cb
+        if write is None:
+            write = self.write
+            if self.driver.served > 2:
+                self.write_cb = write
+        return write
 
     def parts(self) -> HeadParts:
         """The head start_response gave, validated."""
@@ -177,8 +183,8 @@ class WsgiExchange:
 
     def trim(self) -> None:
         """Idle for a while: give back what the next request can rebuild."""
-        self.env_headers = self.env_template = None
+        self.env_headers = self.env_template = self.write_cb = None
 
     def close(self) -> None:
         self.close_result()  # the client left mid-response: the app still gets close()
-        self.start_response_cb = self.driver = None  # no cycles left for the collector
+        self.start_response_cb = self.write_cb = self.driver = None  # no cycles left
