@@ -196,11 +196,17 @@ def test_graceful_stop_finishes_in_flight_request_with_close(http_server):
     idle.getresponse().read()
     http_server.signal(signal.SIGTERM)
     wait_until(lambda: "mode=graceful" in http_server.log(), what="graceful stop begun")
-    time.sleep(0.2)  # let the workers act on it: the idle connection is closed
+    time.sleep(0.2)  # let the workers act on it
     s.sendall(b"llo")
     data = read_until_closed(s)
     assert data.startswith(b"HTTP/1.1 200 OK") and b"connection: close" in data
     assert data.endswith(b"hello")
+    # The idle keep-alive connection was not closed under a request that may have been
+    # on its way: its next request is answered, with Connection: close.
+    idle.request("POST", "/echo", body=b"late")
+    resp = idle.getresponse()
+    assert resp.status == 200 and resp.read() == b"late"
+    assert resp.getheader("connection") == "close"
     assert http_server.wait_exit(10) == 0
     s.close()
 

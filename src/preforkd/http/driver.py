@@ -15,9 +15,10 @@ connection keeps one `deadline` (a float) for its phase, and the server
 sweeps all connections once a second: timers cost nothing per request.
 
 Keep-alive: a response closes the connection when the client asked, the
-responder asked, the version needs it, or the worker is draining; an idle
-connection is closed when it is idle and the worker drains, never while a
-request may be on its way in.
+responder asked, the version needs it, or the worker is draining. A drain
+never closes an idle connection (a request may be on its way): its next
+request is answered with Connection: close; one that never comes is ended
+by the keep-alive deadline, or by graceful_timeout.
 
 Streams are pulled only while the transport accepts more (pause_writing
 stops the pull, resume_writing continues it), so a slow reader never makes
@@ -191,7 +192,7 @@ class HttpProtocol(Protocol):
         conn = self.conn
         if conn.request is None:
             server = self.server
-            if conn.eof or server.draining:
+            if conn.eof:
                 self._close()
                 return
             if self.phase != IDLE or not self.deadline:
@@ -371,9 +372,10 @@ class HttpProtocol(Protocol):
                     return
         self._process()
 
-    def close_when_idle(self) -> None:
-        if self.phase != RESPONDING and self.conn.request is None:
-            self._close()
+    # close_when_idle stays the base class's no-op: a drain never closes an idle
+    # connection, because its next request may already be on the way. That request is
+    # answered with Connection: close (server.draining), and what never comes is ended
+    # by the keep-alive deadline or the worker's graceful_timeout.
 
 
 def _log_failure(req: Request | None, e: Exception) -> None:
