@@ -214,3 +214,48 @@ def echo_roundtrip(sock: socket.socket, payload: bytes) -> None:
             raise AssertionError(f"connection closed after {len(got)} of {len(payload)} bytes")
         got += chunk
     assert got == payload
+
+
+LOADGEN = Path(__file__).parent.parent / "scripts" / "loadgen"
+
+
+class Load:
+    """scripts/loadgen in the background against a server; result() waits for its report."""
+
+    def __init__(self, target: str, duration: float, *args: str) -> None:
+        self.out = open(os.devnull, "wb")  # noqa: SIM115 (closed in result())
+        self.proc = subprocess.Popen(
+            [sys.executable, str(LOADGEN), "--target", target, "--duration", str(duration),
+             "--json", *args], stdout=subprocess.PIPE, stderr=self.out,
+            stdin=subprocess.DEVNULL)
+
+    def result(self, timeout: float = 60.0) -> dict[str, Any]:
+        import json
+
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"loadgen still running after {timeout}s") from None
+        finally:
+            self.out.close()
+        report = json.loads(out)
+        assert report["ok"] > 0, f"no request succeeded: {report}"
+        return report
+
+
+def serving_counts(events: list[dict[str, str]]) -> list[int]:
+    """How many workers were serving (ready, not yet stopping or gone) after each event."""
+    serving: set[str] = set()
+    counts = []
+    for e in events:
+        pid = e.get("pid")
+        if e["event"] == "ready":
+            serving.add(pid)
+        elif e["event"] in ("stopping", "exited"):
+            serving.discard(pid)
+        else:
+            continue
+        counts.append(len(serving))
+    return counts

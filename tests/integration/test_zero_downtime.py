@@ -1,0 +1,134 @@
+"""Operations under load drop nothing: scripts/loadgen (no retries, half POSTs on reused
+keep-alive connections) runs while the master reloads, stops and replaces workers."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from harness import Load, serving_counts, wait_until
+
+pytestmark = pytest.mark.slow
+
+APP = ("--app", "preforkd.examples.checksum:app")
+
+
+def target(srv) -> str:
+    return f"{srv.address[0]}:{srv.address[1]}"
+
+
+def test_ten_hups_under_load_drop_nothing(server):
+    srv = server("-w", "2", *APP)
+    first = srv.wait_ready(2)
+    load = Load(target(srv), 8.0, "--keepalive", "8", "--fresh", "8")
+    time.sleep(1.0)
+    for gen in range(2, 12):
+        srv.signal(signal.SIGHUP)
+        srv.wait_event("reloaded", gen=gen, timeout=15)
+        time.sleep(0.3)
+    report = load.result()
+    assert report["failed"] == 0, report
+    assert report["ok"] > 1000
+    ready = {g: srv.wait_ready(2, gen=g) for g in range(1, 12)}
+    assert ready[1] == first
+    for g in range(1, 11):  # every worker of every generation was replaced
+        assert not set(ready[g]) & set(ready[g + 1])
+        for pid in ready[g]:
+            wait_until(lambda p=pid: not os.path.exists(f"/proc/{p}/cmdline")
+                       or "preforkd" not in open(f"/proc/{p}/cmdline").read(),
+                       timeout=10, what=f"old worker {pid} gone")
+    assert srv.proc.poll() is None and srv.workers() == sorted(ready[11])
+    counts = serving_counts(srv.events())
+    assert min(counts[counts.index(2):]) >= 2, counts  # never fewer than N serving
+
+
+def test_graceful_stop_serves_or_refuses_new_connections_and_finishes_in_flight(server):
+    srv = server("-w", "1", *APP)
+    srv.wait_ready(1)
+    slow = http.client.HTTPConnection(*srv.address, timeout=10)
+    slow.request("GET", "/slow?ms=1500")
+    time.sleep(0.2)  # the worker is inside the slow request now
+    outcomes: list[str] = []
+
+    def knock() -> None:
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            outcomes.append(_one_fresh_request(srv.address))
+            time.sleep(0.05)
+
+    t = threading.Thread(target=knock)
+    t.start()
+    time.sleep(0.3)
+    srv.signal(signal.SIGTERM)
+    answer = slow.getresponse()
+    assert answer.status == 200 and len(answer.read()) == 84
+    slow.close()  # (kept alive: the drain began while its head went out)
+    t.join()
+    assert srv.wait_exit(10) == 0
+    assert "reset" not in outcomes and "closed" not in outcomes, outcomes
+    assert "served" in outcomes and outcomes[-1] == "refused", outcomes
+
+
+def _one_fresh_request(address) -> str:
+    try:
+        s = socket.create_connection(address, timeout=5)
+    except ConnectionRefusedError:
+        return "refused"
+    try:
+        s.sendall(b"GET /fast HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = _read_all(s)
+    except ConnectionResetError:
+        return "reset"
+    finally:
+        s.close()
+    return "served" if data.startswith(b"HTTP/1.1 200 OK") else "closed"
+
+
+def _read_all(s: socket.socket) -> bytes:
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    return data
+
+
+def test_reload_to_a_broken_app_under_load_keeps_serving(server, tmp_path):
+    srv = server(config='workers = 2\napp = "preforkd.examples.checksum:app"\n')
+    old = srv.wait_ready(2)
+    load = Load(target(srv), 4.0)
+    time.sleep(0.5)
+    srv.config_path.write_text('workers = 2\napp = "brokenapp:app"\n')
+    result = srv.cli("reload")
+    assert result.returncode == 1 and "broken on purpose" in result.stderr
+    report = load.result()
+    assert report["failed"] == 0, report
+    assert srv.workers() == sorted(old)
+    srv.allow_traceback = True
+    srv.allowed_errors += ["boot-failed", "reload-failed", "event=exited"]
+
+
+def test_sigkill_workers_under_load_fails_only_their_connections(server):
+    srv = server("-w", "2", *APP)
+    srv.wait_ready(2)
+    clients = 12
+    load = Load(target(srv), 6.0, "--keepalive", "6", "--fresh", "6", "--slow-ratio", "0")
+    kills = 0
+    time.sleep(0.5)
+    for _ in range(8):
+        before = srv.workers()
+        os.kill(before[kills % 2], signal.SIGKILL)
+        kills += 1
+        wait_until(lambda b=before: len(srv.workers()) == 2 and srv.workers() != b,
+                   timeout=5, what="the killed worker replaced")
+        time.sleep(0.5)
+    report = load.result()
+    reasons = {k for k, v in report["by_reason"].items() if v}
+    assert reasons <= {"reset", "closed"}, report
+    assert report["failed"] <= kills * clients, report
+    assert report["ok"] > 500
+    srv.allowed_errors += ["killed by SIGKILL"]
