@@ -18,11 +18,18 @@ import _socket
 import os
 import socket
 from collections.abc import Callable
+from time import monotonic
 from typing import Any
 
 READ_SIZE = 65536
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
+# A lingering close (nginx's lingering_time, lingering_timeout): after the last byte
+# and a FIN, what the client still sends is read and dropped for at most LINGER_TIME,
+# LINGER_TIMEOUT between reads and LINGER_BYTES, then the fd is closed.
+LINGER_TIME = 30.0
+LINGER_TIMEOUT = 5.0
+LINGER_BYTES = 1 << 20
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
 
 
@@ -104,7 +111,7 @@ class Connection:
 
 class Transport(Connection):
     __slots__ = ("_loop", "protocol", "_buffer", "_closing", "_reading", "_protocol_paused",
-                 "_on_close", "_eof_after_flush", "_file", "_tail", "_later")
+                 "_on_close", "_eof_after_flush", "_file", "_tail", "_later", "_linger")
 
     def __init__(self, loop: Any, sock: socket.socket | int, protocol: Any,
                  on_close: Callable[[Transport], Any], peername: Any = None,
@@ -122,6 +129,7 @@ class Transport(Connection):
         self._later: Any = None  # write_later() data waiting for the end of the turn
         self._file: list | None = None  # [fd, offset, remaining, on_done] while sending
         self._tail: bytearray | None = None  # written while a file was in flight
+        self._linger: Any = None  # close_lingering(): True, then its _Linger
         self._on_close = on_close
 
     def start(self) -> None:
@@ -246,9 +254,9 @@ class Transport(Connection):
             if self._buffer is not None or self._file is not None:
                 self._loop.remove_reader(self._fd)  # _write_ready finishes it
             elif finish_now:
-                self._connection_lost(None)
+                self._closed()
             else:
-                self._loop.call_soon(self._connection_lost, None)
+                self._loop.call_soon(self._closed)
 
     def _send_before_fin(self, data: Any) -> Any:
         """The last bytes before close() go with MSG_MORE: the kernel holds them for the
@@ -306,7 +314,7 @@ class Transport(Connection):
             self._protocol_paused = False
             self.protocol.resume_writing()
         if self._closing:
-            self._connection_lost(None)
+            self._closed()
         elif self._eof_after_flush:
             self._shutdown_write()
 
@@ -364,10 +372,24 @@ class Transport(Connection):
         if not self._buffer and self._file is None:
             # Closing the fd this loop turn takes it out of epoll: no remove_reader.
             self._reading = False
-            self._loop.call_soon(self._connection_lost, None)
+            self._loop.call_soon(self._closed)
         elif self._reading:
             self._reading = False  # data still to send: stop hearing about reads
             self._loop.remove_reader(self._fd)
+
+    def close_lingering(self) -> None:
+        """close(), but the fd stays open a while after the last byte and a FIN: what
+        the client still sends is read and dropped (bounded), so a response to a client
+        that is still sending reaches it instead of being destroyed by a RST."""
+        self._linger = True
+        self.close()
+
+    def _closed(self) -> None:
+        """A close's last byte is out: the end, unless the close lingers."""
+        if self._linger is None or self._lost:
+            self._connection_lost(None)
+        else:
+            self._linger = _Linger(self)
 
     def abort(self) -> None:
         self._force_close(None)
@@ -392,3 +414,46 @@ class Transport(Connection):
             self._on_close(self)
             self._peer = None
             self.protocol = None  # no transport <-> protocol cycle left for the collector
+
+
+class _Linger:
+    """The end of a lingering close: FIN sent, input read and dropped until EOF or a
+    bound, then the transport's ordinary end (connection_lost, fd closed)."""
+
+    __slots__ = ("transport", "until", "left", "last")
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        transport._shutdown_write()
+        now = monotonic()
+        self.until = now + LINGER_TIME
+        self.left = LINGER_BYTES
+        self.last = now
+        transport._loop.add_reader(transport._fd, self.read)
+        transport._loop.call_later(LINGER_TIMEOUT, self.check)
+
+    def read(self) -> None:
+        t = self.transport
+        if t._lost:
+            return
+        try:
+            data = os.read(t._fd, READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        self.left -= len(data)
+        self.last = monotonic()
+        if not data or self.left <= 0 or self.last >= self.until:
+            t._connection_lost(None)
+
+    def check(self) -> None:
+        t = self.transport
+        if t._lost:
+            return
+        now = monotonic()
+        due = min(self.until, self.last + LINGER_TIMEOUT)
+        if now >= due:
+            t._connection_lost(None)
+        else:
+            t._loop.call_later(due - now, self.check)

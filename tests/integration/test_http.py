@@ -180,6 +180,25 @@ def test_garbage_gets_400_and_close_others_unaffected(http_server):
     c.close()
 
 
+@pytest.mark.parametrize("name,request_bytes,status", [
+    ("target of 70 KB", b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    ("endless header", b"GET / HTTP/1.1\r\n" + b"X-Long: " + b"b" * 200_000, 431),
+    ("body over the limit, still coming",
+     b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 200000000\r\n\r\n" + b"c" * 300_000,
+     413),
+], ids=["414", "431", "413"])
+def test_error_answers_reach_a_client_that_is_still_sending(http_server, name, request_bytes,
+                                                            status):
+    """The answer is sent, then a FIN, and what the client still sends is dropped: never
+    a RST in place of the answer (a lingering close)."""
+    s = socket.create_connection(http_server.address, timeout=10)
+    s.sendall(request_bytes)
+    data = read_until_closed(s)
+    s.close()
+    assert data.startswith(b"HTTP/1.1 %d " % status), (name, data[:80])
+    assert b"connection: close" in data
+
+
 def test_health_path(http_server):
     c = client(http_server)
     c.request("GET", "/healthz")

@@ -91,6 +91,9 @@ class FakeTransport:
     def close(self) -> None:
         self.closed = True
 
+    def close_lingering(self) -> None:
+        self.closed = self.lingering = True
+
     def abort(self) -> None:
         self.closed = self.aborted = True
 

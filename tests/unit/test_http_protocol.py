@@ -410,7 +410,7 @@ def test_slowloris_header_deadline_is_not_extended_by_trickling():
     assert proto.deadline == first
 
 
-def test_close_when_idle_leaves_in_flight_requests_alone():
+def test_a_drain_closes_no_connection_a_request_may_be_on_its_way_to():
     srv = make_server(hello)
     idle, t_idle = connect(srv)
     idle.data_received(b"GET / HTTP/1.1\r\n\r\n")
@@ -419,10 +419,14 @@ def test_close_when_idle_leaves_in_flight_requests_alone():
     drain(srv)
     idle.close_when_idle()
     partial.close_when_idle()
-    assert t_idle.closed and not t_partial.closed
+    assert not t_idle.closed and not t_partial.closed
     partial.data_received(b"\r\n")  # its response says close, then it closes
     r = parse_responses(bytes(t_partial.out))[0]
     assert r.status == 200 and r.headers["connection"] == "close" and t_partial.closed
+    t_idle.drain()
+    idle.data_received(b"GET / HTTP/1.1\r\n\r\n")  # the idle one's next request: the same
+    r = parse_responses(bytes(t_idle.out))[0]
+    assert r.status == 200 and r.headers["connection"] == "close" and t_idle.closed
 
 
 def test_file_wrapper_uses_sendfile(tmp_path):

@@ -230,3 +230,58 @@ def test_last_write_before_close_arrives_whole_over_tcp(size):
     got = read_to_eof(loop, peer)
     peer.close()
     assert got == payload and closed == [t]
+
+
+def tcp_pair(loop):
+    lsock = socket.create_server(("127.0.0.1", 0))
+    peer = socket.create_connection(lsock.getsockname())
+    conn, _ = lsock.accept()
+    lsock.close()
+    conn.setblocking(False)
+    proto, closed = Recorder(), []
+    t = Transport(loop, conn.detach() if KIND["bare"] else conn, proto, closed.append)
+    t.start()
+    return t, proto, peer, closed
+
+
+def test_lingering_close_delivers_the_answer_to_a_client_still_sending():
+    """A plain close() with unread input makes the kernel send RST, and the client loses
+    the answer; close_lingering() sends it with a FIN and drops the input instead."""
+    loop = Loop()
+    t, proto, peer, closed = tcp_pair(loop)
+    peer.sendall(b"x" * 200_000)  # more than we will ever read as the protocol
+    run_until(loop, lambda: proto.data)
+    t.pause_reading()
+    t.write_later(b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 0\r\n\r\n")
+    t.close_lingering()
+    peer.sendall(b"y" * 100_000)  # still sending after the answer
+    got = read_to_eof(loop, peer)
+    assert got.startswith(b"HTTP/1.1 413") and not closed  # FIN seen, fd still open
+    peer.close()  # the client goes: the linger ends
+    run_until(loop, lambda: closed)
+    assert closed == [t] and ("lost", None) in proto.events
+
+
+def test_lingering_close_is_bounded(monkeypatch):
+    import preforkd.transport as transport_mod
+
+    monkeypatch.setattr(transport_mod, "LINGER_TIMEOUT", 0.05)
+    monkeypatch.setattr(transport_mod, "LINGER_BYTES", 64 * 1024)
+    loop = Loop()
+    t, proto, quiet, closed = tcp_pair(loop)  # a client that sends nothing more
+    t.close_lingering()
+    run_until(loop, lambda: closed)
+    t2, _, flood, closed2 = tcp_pair(loop)  # a client that never stops sending
+    t2.close_lingering()
+    flood.setblocking(False)
+    for _ in range(400):
+        try:
+            flood.send(b"z" * 16384)
+        except (BlockingIOError, ConnectionResetError, BrokenPipeError):
+            pass
+        if closed2:
+            break
+        tick(loop)
+    assert closed2 == [t2]
+    quiet.close()
+    flood.close()

@@ -332,7 +332,8 @@ class HttpProtocol(Protocol):
         head_only = self.request is not None and self.request.method == b"HEAD"
         self.transport.write_later(error_response(status, detail, self.server.extra_head,
                                                   head_only))
-        self._close()
+        self.transport.close_lingering()  # the client may still be sending: no RST
+        self.phase = CLOSED
         if status < 500:
             log.info("event=client-error status=%d detail=%s", status, detail)
 

@@ -47,6 +47,10 @@ class Transport(_Interface):
     def close(self) -> None:
         """Close once what is buffered is sent."""
 
+    def close_lingering(self) -> None:
+        """close(), then read and drop what the client still sends for a bounded time
+        (after an error response: a client still sending must not get a RST instead)."""
+
     def abort(self) -> None:
         """Close now, dropping what is buffered."""
 

@@ -51,6 +51,9 @@ class TransportView:
     def close(self) -> None:
         self._transport.close()
 
+    def close_lingering(self) -> None:
+        self._transport.close_lingering()
+
     def abort(self) -> None:
         self._transport.abort()
 
