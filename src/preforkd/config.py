@@ -156,6 +156,10 @@ FIELDS: tuple[Field, ...] = (
     Field("log_level", _choice("debug", "info", "warning", "error"), "info", "error log level"),
     Field("error_log", _str, "-", 'error log file, "-" for stderr'),
     Field("backlog", _int(1, 65535), 2048, "listen backlog"),
+    Field("accept", _choice("exclusive", "reuseport", "shared"), "exclusive",
+          '"exclusive": one shared socket, one worker woken per connection (EPOLLEXCLUSIVE); '
+          '"reuseport": one SO_REUSEPORT socket per worker index, kept by the master; '
+          '"shared": one socket, every idle worker woken'),
     Field("unix_socket_mode", _mode, 0o660, "file mode of unix: listeners"),
     Field("worker_connections", _int(1), 10000, "connections one worker serves at once"),
     Field("rlimit_nofile", _int(0), 0,
@@ -203,6 +207,7 @@ class Config:
     log_level: str
     error_log: str
     backlog: int
+    accept: str
     unix_socket_mode: int
     worker_connections: int
     rlimit_nofile: int

@@ -11,6 +11,7 @@ import os
 import socket
 import stat
 from dataclasses import dataclass
+from typing import Any
 
 SD_LISTEN_FDS_START = 3
 
@@ -99,16 +100,22 @@ def _explain(spec: str, e: OSError) -> ListenError:
     return ListenError(f"cannot listen on {spec}: {reason}")
 
 
-def _bind_tcp(spec: str, b: BindSpec, backlog: int) -> Listener:
+def _bind_tcp(spec: str, b: BindSpec, backlog: int, reuseport: bool = False) -> Listener:
     try:
         infos = socket.getaddrinfo(b.host, b.port, type=socket.SOCK_STREAM,
                                    flags=socket.AI_PASSIVE | socket.AI_NUMERICSERV)
     except socket.gaierror as e:
         raise ListenError(f"cannot listen on {spec}: {e.strerror}") from None
     family, type_, proto, _, addr = infos[0]
-    sock = socket.socket(family, type_, proto)
+    return Listener(_tcp_socket(spec, family, addr, backlog, reuseport), spec)
+
+
+def _tcp_socket(spec: str, family: int, addr: Any, backlog: int, reuseport: bool) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(addr)
@@ -116,7 +123,15 @@ def _bind_tcp(spec: str, b: BindSpec, backlog: int) -> Listener:
     except OSError as e:
         sock.close()
         raise _explain(spec, e) from None
-    return Listener(sock, spec)
+    return sock
+
+
+def reuseport_sibling(listener: Listener, backlog: int) -> Listener:
+    """One more socket in `listener`'s SO_REUSEPORT group (its address, port resolved):
+    the kernel spreads new connections over the sockets of the group, and each keeps
+    its own accept queue."""
+    return Listener(_tcp_socket(listener.spec, listener.family, listener.sock.getsockname(),
+                                backlog, True), listener.spec)
 
 
 def _remove_stale_unix(path: str, spec: str) -> None:
@@ -175,16 +190,22 @@ def systemd_fds() -> list[int]:
 
 
 def open_listeners(binds: tuple[str, ...], backlog: int, unix_mode: int,
-                   inherited: list[int] | None = None) -> list[Listener]:
-    """Bind every spec; inherited fds (systemd) replace the configured binds."""
+                   inherited: list[int] | None = None, reuseport: bool = False) -> list[Listener]:
+    """Bind every spec; inherited fds (systemd) replace the configured binds.
+    `reuseport`: TCP sockets join an SO_REUSEPORT group (see reuseport_sibling); other
+    kinds cannot, and are refused."""
     if inherited:
+        if reuseport:
+            raise ListenError("accept: reuseport needs host:port binds, not inherited sockets")
         return [adopt_fd(fd, f"fd://{fd}") for fd in inherited]
     listeners: list[Listener] = []
     try:
         for spec in binds:
             b = parse_bind(spec)
+            if reuseport and b.kind != "tcp":
+                raise ListenError(f"accept: reuseport needs host:port binds, got {spec}")
             if b.kind == "tcp":
-                listeners.append(_bind_tcp(spec, b, backlog))
+                listeners.append(_bind_tcp(spec, b, backlog, reuseport))
             elif b.kind == "unix":
                 listeners.append(_bind_unix(spec, b, backlog, unix_mode))
             else:

@@ -80,7 +80,10 @@ class WorkerProcess:
         self.host = Host(self.loop, scoreboard, self.slot, index, generation, self.connections)
         self.accepting = False
         self.nodelay = True
-        self.rotate = config.workers > 1 and self.loop.exclusive_supported
+        # accept = "exclusive": EPOLLEXCLUSIVE on the shared sockets; "reuseport": the
+        # sockets are this worker index's own; "shared": every idle worker is woken.
+        self.exclusive = config.accept == "exclusive"
+        self.rotate = self.exclusive and config.workers > 1 and self.loop.exclusive_supported
         self.stopping = False
         self.exit_code = EX_OK
         self._resume_timer: Any = None
@@ -151,8 +154,11 @@ class WorkerProcess:
             return
         self.accepting = True
         for listener in self.listeners:
-            self.loop.add_exclusive_reader(listener.sock.fileno(),
-                                           partial(self._accept, listener))
+            callback = partial(self._accept, listener)
+            if self.exclusive:
+                self.loop.add_exclusive_reader(listener.sock.fileno(), callback)
+            else:
+                self.loop.add_reader(listener.sock.fileno(), callback)
 
     def _stop_accepting(self) -> None:
         if not self.accepting:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from preforkd import config
@@ -108,3 +110,9 @@ def test_shipped_config_lists_every_key_with_its_default():
 def test_control_path_sits_beside_the_pid_file():
     assert config.control_path_for("/run/preforkd.pid") == "/run/preforkd.ctl"
     assert config.control_path_for("/run/pf") == "/run/pf.ctl"
+
+
+def test_the_annotated_config_shows_every_key():
+    text = (Path(__file__).parents[2] / "conf" / "preforkd.toml").read_text()
+    missing = [f.key for f in FIELDS if f"# {f.key} = " not in text]
+    assert not missing, f"conf/preforkd.toml does not show {missing}"

@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from preforkd.listeners import BindSpec, ListenError, open_listeners, parse_bind
+from preforkd.listeners import BindSpec, ListenError, open_listeners, parse_bind, reuseport_sibling
 
 
 @pytest.mark.parametrize("spec,expected", [
@@ -79,3 +79,32 @@ def test_failure_closes_what_was_bound():
     with pytest.raises(ListenError, match=f"cannot listen on 127.0.0.1:{busy}: address already"):
         open_listeners(("127.0.0.1:0", f"127.0.0.1:{busy}"), 16, 0o600)
     holder.close()
+
+
+def test_reuseport_group_spreads_connections_over_its_sockets():
+    (first,) = open_listeners(("127.0.0.1:0",), 64, 0o600, reuseport=True)
+    group = [first] + [reuseport_sibling(first, 64) for _ in range(3)]
+    assert {lst.sock.getsockname() for lst in group} == {first.sock.getsockname()}
+    clients = [socket.create_connection(first.sock.getsockname()) for _ in range(200)]
+    taken = []
+    for lst in group:
+        lst.sock.setblocking(False)
+        n = 0
+        while True:
+            try:
+                conn, _ = lst.sock.accept()
+            except BlockingIOError:
+                break
+            conn.close()
+            n += 1
+        taken.append(n)
+    assert sum(taken) == 200 and min(taken) >= 20, taken  # each socket has its own queue
+    for c in clients:
+        c.close()
+    for lst in group:
+        lst.close()
+
+
+def test_reuseport_refuses_what_cannot_join_a_group(tmp_path):
+    with pytest.raises(ListenError, match="reuseport needs host:port"):
+        open_listeners((f"unix:{tmp_path}/s",), 16, 0o600, reuseport=True)
