@@ -106,10 +106,6 @@ class Rollout:
     waiters: list[socket.socket] = field(default_factory=list)
 
 
-class StartupError(Exception):
-    pass
-
-
 class Master:
     def __init__(self, config: Config, overrides: dict[str, Any],
                  listeners: list[Listener], ready_fd: int = -1) -> None:
@@ -582,18 +578,13 @@ class Master:
         return False
 
     def status(self) -> dict[str, Any]:
-        now = time.monotonic()
         workers = []
-        for w in sorted(self.workers.values(), key=lambda w: (w.generation, w.index)):
-            info = self.scoreboard.read(w.slot)
-            workers.append({
-                "index": w.index, "pid": w.pid, "generation": w.generation,
-                "state": w.state.value, "requests": info.requests, "accepted": info.accepted,
-                "connections": info.connections, "reading": info.reading,
-                "writing": info.writing, "waiting": info.waiting,
-                "heartbeat_age": round(now - info.heartbeat, 3),
-                "rss_kib": _rss_kib(w.pid),
-            })
+        for info in self.scoreboard.snapshot():
+            w = self.workers.get(info["pid"])
+            if w is not None:  # (key order as before: index, pid, generation, state, ...)
+                workers.append({"index": w.index, "pid": w.pid, "generation": w.generation,
+                                "state": w.state.value, **info, "rss_kib": _rss_kib(w.pid)})
+        workers.sort(key=lambda d: (d["generation"], d["index"]))
         return {"master": self.pid, "generation": self.generation,
                 "workers_wanted": self.num_workers, "stopping": self.stopping,
                 "reloading": self.rollout is not None, "workers": workers}
