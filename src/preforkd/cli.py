@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -15,6 +14,7 @@ import click
 
 from preforkd import __version__, logs, pidfile
 from preforkd import config as configmod
+from preforkd import control as controlmod
 from preforkd.config import FIELDS, Config, ConfigError, control_path_for
 from preforkd.listeners import ListenError, open_listeners, systemd_fds
 from preforkd.process import resolve_user
@@ -147,28 +147,10 @@ def _pid_path(config_path: str, pid: str | None) -> str:
 
 def control(pid_path: str, command: str, timeout: float) -> str | None:
     """Send one command over the control socket and return the reply (None: no socket)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
     try:
-        sock.connect(control_path_for(pid_path))
-    except (FileNotFoundError, ConnectionRefusedError):
-        sock.close()
-        return None
-    try:
-        sock.sendall(command.encode() + b"\n")
-        chunks = []
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                break
-            chunks.append(data)
-            if data.endswith(b"\n") and command != "status":
-                break
+        return controlmod.request(control_path_for(pid_path), command, timeout)
     except TimeoutError:
         fail(f"{command}: no answer from the master within {timeout:.0f}s")
-    finally:
-        sock.close()
-    return b"".join(chunks).decode(errors="replace").strip()
 
 
 def running_master(pid_path: str) -> int:

@@ -36,7 +36,6 @@ import selectors
 import signal
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,19 +47,9 @@ from preforkd import config as configmod
 from preforkd import listeners as listenersmod
 from preforkd import logs, pidfile
 from preforkd.config import Config, ConfigError
+from preforkd.control import Channel, ControlServer, FromWorker, Reply, ToWorker
 from preforkd.listeners import Listener, ListenError
-from preforkd.process import (
-    CMD_FAST,
-    CMD_GRACEFUL,
-    CMD_REOPEN,
-    EX_BOOT,
-    MSG_ERROR,
-    MSG_READY,
-    describe_status,
-    drop_privileges,
-    resolve_user,
-    set_title,
-)
+from preforkd.process import EX_BOOT, describe_status, drop_privileges, resolve_user, set_title
 from preforkd.scoreboard import Scoreboard
 from preforkd.signals import NAME_BUSY_SIGNAL, Action, SignalPipe, block, master_actions, restore
 from preforkd.worker import worker_main
@@ -86,14 +75,13 @@ class WorkerSlot:
     generation: int
     pid: int
     slot: int  # scoreboard slot
-    channel: socket.socket
+    channel: Channel
     spawned_at: float
     state: State = State.BOOTING
     kill_at: float = 0.0  # SIGKILL deadline once asked to stop (0: none)
     aborted: bool = False  # a heartbeat timeout: being killed
     abort_at: float = 0.0  # when to SIGABRT it (it first gets to name its request)
     error: str = ""  # what the worker reported before dying at boot
-    inbox: bytes = b""
 
 
 @dataclass
@@ -103,7 +91,7 @@ class Rollout:
     previous_generation: int
     previous_config: Config
     started_at: float
-    waiters: list[socket.socket] = field(default_factory=list)
+    waiters: list[Reply] = field(default_factory=list)
 
 
 class Master:
@@ -137,7 +125,15 @@ class Master:
         self.selector = selectors.DefaultSelector()
         self.signals = SignalPipe(self.actions)
         self.selector.register(self.signals.fileno(), selectors.EVENT_READ, self._read_signals)
-        self.control = self._open_control()
+        self.control = ControlServer.open(self.config.control_path, {
+            "status": self._ctl_status, "reload": self._ctl_reload,
+            "stop": lambda r: self._ctl_stop(r, "graceful"),
+            "stop fast": lambda r: self._ctl_stop(r, "fast"),
+            "reopen": self._ctl_reopen,
+        }, lambda handler, reply: handler(reply))
+        if self.control is not None:
+            self.selector.register(self.control.fileno(), selectors.EVENT_READ,
+                                   self.control.accept)
         ids = resolve_user(self.config.user, self.config.group)
         if ids is not None:
             keep = [self.config.pid, self.config.control_path]
@@ -156,32 +152,8 @@ class Master:
             lst.close(unlink=True)
         if self.control is not None:
             self.control.close()
-            try:
-                os.unlink(self.config.control_path)
-            except OSError:
-                pass
         pidfile.remove(self.config.pid, self.pid)
         log.info("event=exit code=%d", self.exit_code)
-
-    def _open_control(self) -> socket.socket | None:
-        path = self.config.control_path
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            if os.path.exists(path):
-                os.unlink(path)  # the pid file check already proved no live master owns it
-            old_umask = os.umask(0o177)
-            try:
-                sock.bind(path)
-            finally:
-                os.umask(old_umask)
-            sock.listen(16)
-        except OSError as e:
-            sock.close()
-            log.warning("event=control-socket-failed path=%s error=%s", path, e.strerror)
-            return None
-        sock.setblocking(False)
-        self.selector.register(sock, selectors.EVENT_READ, self._accept_control)
-        return sock
 
     # -- the loop -------------------------------------------------------------
     def _main_loop(self) -> None:
@@ -247,10 +219,10 @@ class Master:
         restore(mask)
         worker_end.close()
         self.scoreboard.set_pid(slot_no, pid)
-        w = WorkerSlot(index, generation, pid, slot_no, master_end, now)
+        w = WorkerSlot(index, generation, pid, slot_no, Channel(master_end), now)
         self.workers[pid] = w
-        master_end.setblocking(False)
-        self.selector.register(master_end, selectors.EVENT_READ, lambda: self._read_worker(w))
+        self.selector.register(w.channel.fileno(), selectors.EVENT_READ,
+                               lambda: self._read_worker(w))
         log.info("worker=%d pid=%d gen=%d event=spawned", index, pid, generation)
         self._event("spawned", w)
         return w
@@ -259,7 +231,7 @@ class Master:
         self.signals.close()
         self.selector.close()
         if self.control is not None:
-            self.control.close()
+            self.control.close(unlink=False)
         for w in self.workers.values():
             w.channel.close()
         for waiter in self.rollout.waiters if self.rollout else ():
@@ -274,26 +246,19 @@ class Master:
         return next(i for i in range(self.scoreboard.slots) if i not in used)
 
     def _read_worker(self, w: WorkerSlot) -> None:
-        try:
-            data = w.channel.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:  # the worker exited (or closed it); reaping does the rest
+        messages = w.channel.receive()
+        if messages is None:  # the worker exited (or closed it); reaping does the rest
             self._forget_channel(w)
             return
-        w.inbox += data
-        while b"\n" in w.inbox:
-            line, w.inbox = w.inbox.split(b"\n", 1)
-            if line == MSG_READY:
+        for kind, text in messages:
+            if kind is FromWorker.READY:
                 self._worker_ready(w)
-            elif line.startswith(MSG_ERROR):
-                w.error = line[len(MSG_ERROR):].strip().decode("utf-8", "replace")
+            elif kind is FromWorker.ERROR:
+                w.error = text
 
     def _forget_channel(self, w: WorkerSlot) -> None:
         try:
-            self.selector.unregister(w.channel)
+            self.selector.unregister(w.channel.fileno())
         except (KeyError, ValueError):
             pass
 
@@ -441,9 +406,7 @@ class Master:
         w.state = State.DRAINING
         grace = self.config.graceful_timeout + KILL_MARGIN if graceful else FAST_STOP_GRACE
         w.kill_at = min(w.kill_at or float("inf"), time.monotonic() + grace)
-        try:
-            w.channel.send(CMD_GRACEFUL if graceful else CMD_FAST)
-        except OSError:
+        if not w.channel.send(ToWorker.GRACEFUL if graceful else ToWorker.FAST):
             self._signal(w, signal.SIGTERM if graceful else signal.SIGINT)
         log.info("worker=%d pid=%d gen=%d event=stopping mode=%s", w.index, w.pid,
                  w.generation, "graceful" if graceful else "fast")
@@ -468,14 +431,14 @@ class Master:
         for w in list(self.workers.values()):
             self.stop_worker(w, graceful=mode == "graceful")
 
-    def reload(self, waiter: socket.socket | None = None) -> None:
+    def reload(self, waiter: Reply | None = None) -> None:
         try:
             new = configmod.load(self.config.config_path, self.overrides)
             listeners = self._reload_listeners(new)
         except (ConfigError, ListenError) as e:
             log.error("event=reload-refused error=%s", e)
             if waiter is not None:
-                _reply(waiter, f"error reload refused: {e}")
+                waiter.send(f"error reload refused: {e}")
             return
         if new.pid != self.config.pid:
             log.warning("event=reload-ignored key=pid reason=needs-restart")
@@ -519,63 +482,32 @@ class Master:
     def _finish_rollout(self, message: str) -> None:
         if self.rollout is not None:
             for waiter in self.rollout.waiters:
-                _reply(waiter, message)
+                waiter.send(message)
             self.rollout = None
 
     def reopen_logs(self) -> None:
         logs.reopen(self.config.error_log)
         log.info("event=reopen workers=%d", len(self.workers))
         for w in self.workers.values():
-            try:
-                w.channel.send(CMD_REOPEN)
-            except OSError:
-                pass
+            w.channel.send(ToWorker.REOPEN)
 
     # -- control socket ---------------------------------------------------------
-    def _accept_control(self) -> None:
-        assert self.control is not None
-        try:
-            conn, _ = self.control.accept()
-        except OSError:
-            return
-        conn.settimeout(1.0)  # local, 0600: the CLI sends its line at once
-        try:
-            command = conn.recv(256).decode("ascii", "replace").strip()
-        except OSError:
-            conn.close()
-            return
-        handler: Callable[[socket.socket], bool] | None = {
-            "status": self._ctl_status, "reload": self._ctl_reload,
-            "stop": lambda c: self._ctl_stop(c, "graceful"),
-            "stop fast": lambda c: self._ctl_stop(c, "fast"),
-            "reopen": self._ctl_reopen,
-        }.get(command)
-        if handler is None:
-            _reply(conn, f"error unknown command {command!r}")
-        elif handler(conn):
-            return  # the handler keeps the connection to answer later
-        conn.close()
+    def _ctl_status(self, reply: Reply) -> None:
+        reply.send(json.dumps(self.status()))
 
-    def _ctl_status(self, conn: socket.socket) -> bool:
-        _reply(conn, json.dumps(self.status()), close=False)
-        return False
-
-    def _ctl_reload(self, conn: socket.socket) -> bool:
+    def _ctl_reload(self, reply: Reply) -> None:
         if self.stopping:
-            _reply(conn, "error the master is stopping", close=False)
-            return False
-        self.reload(conn)
-        return self.rollout is not None and conn in self.rollout.waiters
+            reply.send("error the master is stopping")
+        else:
+            self.reload(reply)
 
-    def _ctl_stop(self, conn: socket.socket, mode: str) -> bool:
-        _reply(conn, f"ok stopping ({mode})", close=False)
+    def _ctl_stop(self, reply: Reply, mode: str) -> None:
+        reply.send(f"ok stopping ({mode})")
         self.pending.append(Action.FAST_STOP if mode == "fast" else Action.GRACEFUL_STOP)
-        return False
 
-    def _ctl_reopen(self, conn: socket.socket) -> bool:
+    def _ctl_reopen(self, reply: Reply) -> None:
         self.reopen_logs()
-        _reply(conn, "ok", close=False)
-        return False
+        reply.send("ok")
 
     def status(self) -> dict[str, Any]:
         workers = []
@@ -607,15 +539,6 @@ class Master:
         fields.update(extra)
         line = name + "".join(f" {k}={v}" for k, v in fields.items()) + "\n"
         os.write(self.events_fd, line.encode())
-
-
-def _reply(conn: socket.socket, message: str, close: bool = True) -> None:
-    try:
-        conn.sendall(message.encode() + b"\n")
-    except OSError:
-        pass
-    if close:
-        conn.close()
 
 
 def _rss_kib(pid: int) -> int:

@@ -1,4 +1,6 @@
-"""What the master and workers agree on about processes: exit codes, titles, channel bytes."""
+"""What the master and workers agree on about processes: exit codes, titles, users.
+
+(The bytes on the master/worker channel are preforkd.control's.)"""
 
 from __future__ import annotations
 
@@ -11,14 +13,6 @@ from setproctitle import setproctitle
 EX_OK = 0
 EX_BOOT = 3  # the worker failed before it was ready (internal error)
 EX_APP = 4  # the application or protocol could not be loaded
-
-# Master -> worker commands over the per-worker socketpair, one byte each.
-CMD_GRACEFUL = b"q"
-CMD_FAST = b"t"
-CMD_REOPEN = b"o"
-# Worker -> master messages are lines.
-MSG_READY = b"ready"
-MSG_ERROR = b"error"
 
 
 def set_title(title: str) -> None:
