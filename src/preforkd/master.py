@@ -46,12 +46,13 @@ import preforkd.protocols.echo  # noqa: F401
 from preforkd import config as configmod
 from preforkd import listeners as listenersmod
 from preforkd import logs, pidfile
+from preforkd.commands import BY_WORD, Command, signal_table
 from preforkd.config import Config, ConfigError
 from preforkd.control import Channel, ControlServer, FromWorker, Reply, ToWorker
 from preforkd.listeners import Listener, ListenError
 from preforkd.process import EX_BOOT, describe_status, drop_privileges, resolve_user, set_title
 from preforkd.scoreboard import Scoreboard
-from preforkd.signals import NAME_BUSY_SIGNAL, Action, SignalPipe, block, master_actions, restore
+from preforkd.signals import NAME_BUSY_SIGNAL, SignalPipe, block, restore
 from preforkd.worker import worker_main
 
 log = logs.log
@@ -113,8 +114,8 @@ class Master:
         self.rollout: Rollout | None = None
         self.boot_failures = 0
         self.spawn_not_before = 0.0
-        self.pending: list[Action] = []
-        self.actions = master_actions(config.signals)
+        self.pending: list[tuple[Command, Reply | None]] = []  # run by handle_commands
+        self.signal_commands = signal_table(config.signals)
         self.events_fd = _open_events()
 
     # -- setup and teardown ---------------------------------------------------
@@ -123,14 +124,10 @@ class Master:
         raise_nofile_limit(self.config)
         pidfile.write(self.config.pid, self.pid)
         self.selector = selectors.DefaultSelector()
-        self.signals = SignalPipe(self.actions)
+        self.signals = SignalPipe(self.signal_commands)
         self.selector.register(self.signals.fileno(), selectors.EVENT_READ, self._read_signals)
-        self.control = ControlServer.open(self.config.control_path, {
-            "status": self._ctl_status, "reload": self._ctl_reload,
-            "stop": lambda r: self._ctl_stop(r, "graceful"),
-            "stop fast": lambda r: self._ctl_stop(r, "fast"),
-            "reopen": self._ctl_reopen,
-        }, lambda handler, reply: handler(reply))
+        self.control = ControlServer.open(self.config.control_path, BY_WORD,
+                                          lambda cmd, reply: self.pending.append((cmd, reply)))
         if self.control is not None:
             self.selector.register(self.control.fileno(), selectors.EVENT_READ,
                                    self.control.accept)
@@ -162,41 +159,27 @@ class Master:
             timeout = None if deadline == float("inf") else max(0.0, deadline - time.monotonic())
             for key, _ in self.selector.select(timeout):
                 key.data()
-            self.handle_actions()
+            self.handle_commands()
             self.reap_children()
             if self.stopping and not self.workers:
                 return
             deadline = min(self.kill_stale_workers(), self.maintain_worker_count())
 
-    def handle_actions(self) -> None:
+    def handle_commands(self) -> None:
+        """Run what signals and the control socket asked for, in the table's priority order."""
         pending, self.pending = self.pending, []
-        # Priority: a stop wins over everything queued with it.
-        for action in sorted(pending, key=lambda a: a not in (Action.FAST_STOP,
-                                                                 Action.GRACEFUL_STOP)):
-            if action is Action.FAST_STOP or (action is Action.GRACEFUL_STOP and self.stopping):
-                self.stop("fast")  # a second shutdown signal makes a graceful stop fast
-            elif action is Action.GRACEFUL_STOP:
-                self.stop("graceful")
-            elif self.stopping:
-                continue
-            elif action is Action.RELOAD:
-                self.reload()
-            elif action is Action.REOPEN:
-                self.reopen_logs()
-            elif action is Action.STOP_WORKERS:
-                log.info("event=stop-workers workers=%d", len(self.workers))
-                self.num_workers = 0
-            elif action is Action.ADD_WORKER:
-                self.num_workers = min(self.num_workers + 1, 512)
-            elif action is Action.REMOVE_WORKER:
-                self.num_workers = max(self.num_workers - 1, 0)
+        for cmd, reply in sorted(pending, key=lambda p: p[0].priority):
+            if self.stopping and reply is None and not cmd.while_stopping:
+                continue  # once stopping, only another stop signal means anything
+            assert cmd.handler is not None
+            cmd.handler(self, reply)
 
     def _read_signals(self) -> None:
         for sig in self.signals.drain():
-            action = self.actions[sig]
-            if action is not Action.REAP:
+            cmd = self.signal_commands[sig]
+            if cmd.handler is not None:  # (CHLD only wakes the loop: it reaps every turn)
                 log.debug("event=signal signal=%s", sig.name)
-                self.pending.append(action)
+                self.pending.append((cmd, None))
 
     # -- workers: spawn, reap, kill, maintain -----------------------------------
     def spawn_worker(self, index: int, generation: int) -> WorkerSlot:
@@ -204,7 +187,7 @@ class Master:
         slot_no = self._free_slot()
         master_end, worker_end = socket.socketpair()
         self.scoreboard.claim(slot_no, 0, index, generation, now)
-        mask = block(self.actions)
+        mask = block(self.signal_commands)
         pid = os.fork()
         if pid == 0:  # the child: shed the master's state, become a worker
             code = EX_BOOT
@@ -418,9 +401,13 @@ class Master:
             pass
 
     # -- operations -------------------------------------------------------------
-    def stop(self, mode: str) -> None:
-        if self.stopping == "fast" or self.stopping == mode:
+    def stop(self, mode: str, reply: Reply | None = None) -> None:
+        if reply is not None:
+            reply.send(f"ok stopping ({mode})")
+        if self.stopping == "fast":
             return
+        if self.stopping:
+            mode = "fast"  # a second stop during a graceful one makes it fast
         log.info("event=stopping mode=%s workers=%d", mode, len(self.workers))
         self.stopping = mode
         for lst in self.listeners:
@@ -432,6 +419,10 @@ class Master:
             self.stop_worker(w, graceful=mode == "graceful")
 
     def reload(self, waiter: Reply | None = None) -> None:
+        if self.stopping:
+            if waiter is not None:
+                waiter.send("error the master is stopping")
+            return
         try:
             new = configmod.load(self.config.config_path, self.overrides)
             listeners = self._reload_listeners(new)
@@ -485,29 +476,24 @@ class Master:
                 waiter.send(message)
             self.rollout = None
 
-    def reopen_logs(self) -> None:
+    def reopen_logs(self, reply: Reply | None = None) -> None:
         logs.reopen(self.config.error_log)
         log.info("event=reopen workers=%d", len(self.workers))
         for w in self.workers.values():
             w.channel.send(ToWorker.REOPEN)
+        if reply is not None:
+            reply.send("ok")
 
-    # -- control socket ---------------------------------------------------------
-    def _ctl_status(self, reply: Reply) -> None:
-        reply.send(json.dumps(self.status()))
+    def stop_workers(self) -> None:
+        log.info("event=stop-workers workers=%d", len(self.workers))
+        self.want_workers(0)
 
-    def _ctl_reload(self, reply: Reply) -> None:
-        if self.stopping:
-            reply.send("error the master is stopping")
-        else:
-            self.reload(reply)
+    def want_workers(self, n: int) -> None:
+        self.num_workers = min(max(n, 0), 512)
 
-    def _ctl_stop(self, reply: Reply, mode: str) -> None:
-        reply.send(f"ok stopping ({mode})")
-        self.pending.append(Action.FAST_STOP if mode == "fast" else Action.GRACEFUL_STOP)
-
-    def _ctl_reopen(self, reply: Reply) -> None:
-        self.reopen_logs()
-        reply.send("ok")
+    def report_status(self, reply: Reply | None) -> None:
+        if reply is not None:
+            reply.send(json.dumps(self.status()))
 
     def status(self) -> dict[str, Any]:
         workers = []
