@@ -33,6 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from preforkd.supervise import StopMode
+
 if TYPE_CHECKING:
     from preforkd.control import Reply
     from preforkd.master import Master
@@ -75,11 +77,11 @@ class Command:
 
 COMMANDS: tuple[Command, ...] = (
     Command(Action.FAST_STOP, 0, (S.SIGINT,), (S.SIGINT, S.SIGTERM), "stop fast",
-            lambda m, r: m.stop("fast", r),
+            lambda m, r: m.stop(StopMode.FAST, r),
             "fast stop: workers exit at once, the master within about a second.",
             while_stopping=True),
     Command(Action.GRACEFUL_STOP, 1, (S.SIGTERM, S.SIGQUIT), (S.SIGQUIT,), "stop",
-            lambda m, r: m.stop("graceful", r),
+            lambda m, r: m.stop(StopMode.GRACEFUL, r),
             "graceful stop: close the listeners, let open connections finish (up to "
             "`graceful_timeout`), exit 0. A second stop signal makes it fast.",
             while_stopping=True),
