@@ -2,14 +2,15 @@
 
 Theory of operation
 -------------------
-The master owns the listeners, a table of WorkerSlots and one small loop:
+The master owns the listeners, the worker table (a Pool of WorkerSlots) and
+one small loop:
 
     wait for an event or the earliest deadline
     -> read signals (bytes from the wakeup pipe), worker messages, control requests
     -> run the commands they asked for, in the command table's priority order
-    -> reap_children
+    -> reap (pool.reap)
     -> plan (supervise.plan: a pure function of the table, the goal and the time)
-       and carry the plan out: spawn, tell to stop, signal
+       and carry the plan out (pool.carry_out: spawn, tell to stop, signal)
 
 Invariants:
 - Signal handlers do nothing; a signal is a byte in a pipe, read here. What
@@ -26,7 +27,7 @@ Invariants:
   abandoned and the old one keeps serving; otherwise respawns back off.
 - Workers get commands over their channel (a socketpair, preforkd.control);
   EOF on it tells a worker the master died.
-- Spawning a worker is one function (spawn_worker): the seam where a later
+- Spawning a worker is one function (Pool.spawn): the seam where a later
   preload mode forks from a per-generation template instead.
 """
 
@@ -35,8 +36,6 @@ from __future__ import annotations
 import json
 import os
 import selectors
-import signal
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,36 +48,20 @@ from preforkd import config as configmod
 from preforkd import logs, pidfile
 from preforkd.commands import BY_WORD, Command, signal_table
 from preforkd.config import Config, ConfigError
-from preforkd.control import Channel, ControlServer, FromWorker, Reply, ToWorker
+from preforkd.control import ControlServer, Reply, ToWorker
 from preforkd.listeners import Listener, ListenError, rebind
+from preforkd.pool import Pool
 from preforkd.process import (
-    EX_BOOT,
     EventLog,
     StartupReport,
-    describe_status,
     drop_to_user,
     raise_nofile_limit,
     rss_kib,
     set_title,
 )
 from preforkd.scoreboard import Scoreboard
-from preforkd.signals import NAME_BUSY_SIGNAL, SignalPipe, block, restore
-from preforkd.supervise import (
-    Abort,
-    Goal,
-    Kill,
-    NameRequest,
-    Plan,
-    Spawn,
-    State,
-    Stop,
-    StopMode,
-    Verdict,
-    WorkerSlot,
-    judge_boot_failure,
-    plan,
-)
-from preforkd.worker import worker_main
+from preforkd.signals import SignalPipe
+from preforkd.supervise import Goal, State, StopMode, Verdict, WorkerSlot, judge_boot_failure, plan
 
 log = logs.log
 
@@ -103,7 +86,6 @@ class Master:
         self.listeners = listeners
         self.startup = StartupReport(ready_fd)  # --daemon: the waiting parent hears the outcome
         self.pid = os.getpid()
-        self.workers: dict[int, WorkerSlot] = {}  # pid -> slot
         self.generation = 1
         self.last_generation = 1
         self.num_workers = config.workers
@@ -118,13 +100,16 @@ class Master:
         self.signal_commands = signal_table(config.signals)
         self.events = EventLog()
         self.control: ControlServer[Command] | None = None
+        self.selector = selectors.DefaultSelector()
+        self.pool = Pool(self.scoreboard, self.selector, self.events, self.signal_commands,
+                         self._close_in_child, self._worker_ready, self._worker_exited)
+        self.workers = self.pool.workers  # pid -> WorkerSlot
 
     # -- setup and teardown ---------------------------------------------------
     def run(self) -> int:
         set_title(f"master [{self.config.config_path or ' '.join(self.config.bind)}]")
         raise_nofile_limit(self.config)
         pidfile.write(self.config.pid, self.pid)
-        self.selector = selectors.DefaultSelector()
         self.signals = SignalPipe(self.signal_commands)
         self.selector.register(self.signals.fileno(), selectors.EVENT_READ, self._read_signals)
         self.control = ControlServer.open(self.config.control_path, BY_WORD,
@@ -159,12 +144,14 @@ class Master:
             for key, _ in self.selector.select(timeout):
                 key.data()
             self.handle_commands()
-            self.reap_children()
+            self.pool.reap()
             if self.stopping and not self.workers:
                 return
-            beats = {w.pid: self.scoreboard.heartbeat(w.slot) for w in self.workers.values()}
-            wake = self.carry_out(plan(self.workers.values(), self._goal(), beats,
-                                       time.monotonic()))
+            p = plan(self.workers.values(), self._goal(), self.pool.beats(), time.monotonic())
+            self.pool.carry_out(p.decisions, self.config, self.listeners)
+            if p.all_ready:
+                self._all_ready()
+            wake = p.wake
 
     def handle_commands(self) -> None:
         """Run what signals and the control socket asked for, in the table's priority order."""
@@ -186,120 +173,21 @@ class Master:
         return Goal(self.num_workers, self.generation, self.rollout is not None, self.stopping,
                     self.spawn_not_before, self.config.timeout, self.config.graceful_timeout)
 
-    def carry_out(self, p: Plan) -> float:
-        """Do what the plan decided; returns when to plan again at the latest."""
-        for d in p.decisions:
-            if isinstance(d, Spawn):
-                self.spawn_worker(d.index, d.generation)
-                continue
-            w = self.workers[d.pid]
-            if isinstance(d, Stop):
-                self._stop_worker(w, d)
-            elif isinstance(d, NameRequest):
-                # First the worker names the request it is stuck in (its handler finds it
-                # on the interrupted stack, so requests pay nothing for this), then
-                # SIGABRT: faulthandler dumps the stack to the log.
-                self._event("timeout", w)
-                w.aborted, w.abort_at, w.state = True, d.abort_at, State.DRAINING
-                self._signal(w, NAME_BUSY_SIGNAL)
-            elif isinstance(d, Abort):
-                self._abort(w, d)
-            elif isinstance(d, Kill):
-                self._signal(w, signal.SIGKILL)
-                w.kill_at = d.again_at
-        if p.all_ready:
-            self._all_ready()
-        return p.wake
-
-    # -- workers: spawn, reap, stop, kill ---------------------------------------
-    def spawn_worker(self, index: int, generation: int) -> WorkerSlot:
-        now = time.monotonic()
-        slot_no = next(i for i in range(self.scoreboard.slots)
-                       if i not in {w.slot for w in self.workers.values()})
-        master_end, worker_end = socket.socketpair()
-        self.scoreboard.claim(slot_no, 0, index, generation, now)
-        mask = block(self.signal_commands)
-        pid = os.fork()
-        if pid == 0:  # the child: shed the master's state, become a worker
-            code = EX_BOOT
-            try:
-                master_end.close()
-                self._close_in_child()
-                restore(mask)
-                code = worker_main(self.config, self.listeners, index, generation,
-                                   self.scoreboard, slot_no, worker_end)
-            finally:
-                os._exit(code)
-        restore(mask)
-        worker_end.close()
-        self.scoreboard.set_pid(slot_no, pid)
-        w = WorkerSlot(index, generation, pid, slot_no, Channel(master_end), now)
-        self.workers[pid] = w
-        self.selector.register(master_end.fileno(), selectors.EVENT_READ,
-                               lambda: self._read_worker(w))
-        log.info("worker=%d pid=%d gen=%d event=spawned", index, pid, generation)
-        self._event("spawned", w)
-        return w
-
+    # -- what workers starting and ending mean -----------------------------------
     def _close_in_child(self) -> None:
         self.signals.close()
         self.selector.close()
         if self.control is not None:
             self.control.close(unlink=False)
-        for w in self.workers.values():
-            if w.channel is not None:
-                w.channel.close()
         for waiter in self.rollout.waiters if self.rollout else ():
             waiter.close()
         self.events.close()
         self.startup.close()
 
-    def _read_worker(self, w: WorkerSlot) -> None:
-        messages = w.channel.receive() if w.channel is not None else None
-        if messages is None:  # the worker exited (or closed it); reaping does the rest
-            self._forget_channel(w)
-            return
-        for kind, text in messages:
-            if kind is FromWorker.READY and w.state is State.BOOTING:
-                w.state = State.READY
-                self.boot_failures = 0
-                log.info("worker=%d pid=%d gen=%d event=ready boot=%.3fs", w.index, w.pid,
-                         w.generation, time.monotonic() - w.spawned_at)
-                self._event("ready", w)
-            elif kind is FromWorker.ERROR:
-                w.error = text
+    def _worker_ready(self, w: WorkerSlot) -> None:
+        self.boot_failures = 0
 
-    def _forget_channel(self, w: WorkerSlot) -> None:
-        if w.channel is None:
-            return
-        try:
-            self.selector.unregister(w.channel)
-        except (KeyError, ValueError):
-            pass
-
-    def reap_children(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            w = self.workers.pop(pid, None)
-            if w is not None:
-                self._worker_exited(w, status)
-
-    def _worker_exited(self, w: WorkerSlot, status: int) -> None:
-        self._read_worker(w)  # a last "error" line may still be in the channel
-        self._forget_channel(w)
-        if w.channel is not None:
-            w.channel.close()
-        self.scoreboard.release(w.slot)
-        how = describe_status(status)
-        level = log.info if w.state is State.DRAINING else log.error
-        level("worker=%d pid=%d gen=%d event=exited status=%s", w.index, w.pid,
-              w.generation, how)
-        self._event("exited", w, status=how.replace(" ", "-"))
+    def _worker_exited(self, w: WorkerSlot, how: str) -> None:
         if w.state is State.BOOTING and not self.stopping:
             self._boot_failed(w, w.error or how)
 
@@ -328,32 +216,7 @@ class Master:
             took = time.monotonic() - self.rollout.started_at
             log.info("event=reload-done gen=%d took=%.3fs", self.generation, took)
             self._finish_rollout(f"ok generation {self.generation} serving ({took:.2f}s)")
-            self._event("reloaded", None, gen=self.generation)
-
-    def _stop_worker(self, w: WorkerSlot, d: Stop) -> None:
-        graceful = d.mode is StopMode.GRACEFUL
-        w.state, w.stop, w.kill_at = State.DRAINING, d.mode, d.kill_at
-        if w.channel is None or not w.channel.send(
-                ToWorker.GRACEFUL if graceful else ToWorker.FAST):
-            self._signal(w, signal.SIGTERM if graceful else signal.SIGINT)
-        log.info("worker=%d pid=%d gen=%d event=stopping mode=%s", w.index, w.pid,
-                 w.generation, d.mode.value)
-
-    def _abort(self, w: WorkerSlot, d: Abort) -> None:
-        info = self.scoreboard.read(w.slot)
-        # A request stamped after the last beat is the one the worker is stuck in.
-        busy = f" request={info.request!r}" if info.request_started > info.heartbeat > 0 else ""
-        log.error("worker=%d pid=%d gen=%d event=timeout age=%.1f limit=%.1f%s action=kill",
-                  w.index, w.pid, w.generation, time.monotonic() - info.heartbeat,
-                  self.config.timeout, busy)
-        self._signal(w, signal.SIGABRT)
-        w.abort_at, w.kill_at = 0.0, d.kill_at
-
-    def _signal(self, w: WorkerSlot, sig: signal.Signals) -> None:
-        try:
-            os.kill(w.pid, sig)
-        except ProcessLookupError:
-            pass
+            self.events.write("reloaded", gen=self.generation)
 
     # -- commands (the rows of preforkd.commands call these) ---------------------
     def stop(self, mode: StopMode, reply: Reply | None = None) -> None:
@@ -408,7 +271,7 @@ class Master:
         self.config = self.rollout.previous_config
         self.num_workers = self.config.workers
         self._finish_rollout(f"error {why}; generation {self.generation} keeps serving")
-        self._event("reload-failed", None, gen=self.generation)
+        self.events.write("reload-failed", gen=self.generation)
 
     def _finish_rollout(self, message: str) -> None:
         if self.rollout is not None:
@@ -419,9 +282,7 @@ class Master:
     def reopen_logs(self, reply: Reply | None = None) -> None:
         logs.reopen(self.config.error_log)
         log.info("event=reopen workers=%d", len(self.workers))
-        for w in self.workers.values():
-            if w.channel is not None:
-                w.channel.send(ToWorker.REOPEN)
+        self.pool.tell_all(ToWorker.REOPEN)
         if reply is not None:
             reply.send("ok")
 
@@ -448,8 +309,3 @@ class Master:
                 "workers_wanted": self.num_workers,
                 "stopping": self.stopping.value if self.stopping else None,
                 "reloading": self.rollout is not None, "workers": workers}
-
-    def _event(self, name: str, w: WorkerSlot | None, **extra: Any) -> None:
-        """A lifecycle event line for tests and tools (PREFORKD_EVENTS names the file)."""
-        fields = {"index": w.index, "gen": w.generation, "pid": w.pid} if w else {}
-        self.events.write(name, **fields, **extra)
