@@ -1,11 +1,12 @@
-"""Command line: argv -> Config -> Master, and a client for the control socket. No logic."""
+"""Command line: argv -> Config -> Master, and the verbs that talk to a running master.
+
+No logic: the words sent and the signals sent when there is no control socket
+are the command table's (preforkd.commands)."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -15,6 +16,8 @@ import click
 
 from preforkd import __version__, logs, pidfile
 from preforkd import config as configmod
+from preforkd import control as controlmod
+from preforkd.commands import BY_WORD, Command
 from preforkd.config import FIELDS, Config, ConfigError, control_path_for
 from preforkd.listeners import ListenError, open_listeners, systemd_fds
 from preforkd.process import resolve_user
@@ -146,30 +149,13 @@ def _pid_path(config_path: str, pid: str | None) -> str:
     return "preforkd.pid"
 
 
-def control(pid_path: str, command: str, timeout: float) -> str | None:
-    """Send one command over the control socket and return the reply (None: no socket)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
+def ask(pid_path: str, command: Command, timeout: float) -> str | None:
+    """Send a command's word over the control socket and return the reply (None: no socket)."""
+    assert command.word is not None
     try:
-        sock.connect(control_path_for(pid_path))
-    except (FileNotFoundError, ConnectionRefusedError):
-        sock.close()
-        return None
-    try:
-        sock.sendall(command.encode() + b"\n")
-        chunks = []
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                break
-            chunks.append(data)
-            if data.endswith(b"\n") and command != "status":
-                break
+        return controlmod.request(control_path_for(pid_path), command.word, timeout)
     except TimeoutError:
-        fail(f"{command}: no answer from the master within {timeout:.0f}s")
-    finally:
-        sock.close()
-    return b"".join(chunks).decode(errors="replace").strip()
+        fail(f"{command.word}: no answer from the master within {timeout:.0f}s")
 
 
 def running_master(pid_path: str) -> int:
@@ -208,8 +194,9 @@ def stop(config_path: str, pid: str | None, fast: bool, wait: float) -> None:
     """Stop the master: graceful (drain, finish, exit) or --fast."""
     path = _pid_path(config_path, pid)
     master = running_master(path)
-    if control(path, "stop fast" if fast else "stop", 5.0) is None:
-        os.kill(master, signal.SIGINT if fast else signal.SIGTERM)
+    command = BY_WORD["stop fast" if fast else "stop"]
+    if ask(path, command, 5.0) is None:
+        os.kill(master, command.signals[0])
     deadline = time.monotonic() + wait
     while pidfile.is_master(master):
         if time.monotonic() > deadline:
@@ -225,10 +212,13 @@ def reload(config_path: str, pid: str | None, wait: float) -> None:
     """Reload config and code; exits 0 once the new generation serves, 1 with the reason."""
     path = _pid_path(config_path, pid)
     master = running_master(path)
-    reply = control(path, "reload", wait)
+    command = BY_WORD["reload"]
+    reply = ask(path, command, wait)
     if reply is None:
-        os.kill(master, signal.SIGHUP)
-        click.echo(f"preforkd: sent HUP to master pid {master} (no control socket: no report)")
+        sig = command.signals[0]
+        os.kill(master, sig)
+        click.echo(f"preforkd: sent {sig.name.removeprefix('SIG')} to master pid {master} "
+                   "(no control socket: no report)")
         return
     _report(reply)
 
@@ -239,9 +229,10 @@ def reopen(config_path: str, pid: str | None) -> None:
     """Reopen log files (after logrotate moved them)."""
     path = _pid_path(config_path, pid)
     master = running_master(path)
-    reply = control(path, "reopen", 5.0)
+    command = BY_WORD["reopen"]
+    reply = ask(path, command, 5.0)
     if reply is None:
-        os.kill(master, signal.SIGUSR1)
+        os.kill(master, command.signals[0])
         reply = "ok"
     _report(reply)
 
@@ -253,7 +244,7 @@ def status(config_path: str, pid: str | None, as_json: bool) -> None:
     """Show the master and each worker: pid, generation, connections, heartbeat age, RSS."""
     path = _pid_path(config_path, pid)
     running_master(path)
-    reply = control(path, "status", 5.0)
+    reply = ask(path, BY_WORD["status"], 5.0)
     if reply is None:
         fail(f"no control socket at {control_path_for(path)}")
     data = json.loads(reply)

@@ -215,3 +215,18 @@ def open_listeners(binds: tuple[str, ...], backlog: int, unix_mode: int,
             listener.close(unlink=True)
         raise
     return listeners
+
+
+def rebind(current: list[Listener], binds: tuple[str, ...], backlog: int,
+           unix_mode: int) -> list[Listener]:
+    """The listeners for a reloaded `bind`: keep the sockets whose spec stays, bind the
+    new ones, close the dropped ones. Inherited sockets (fd://) are kept as they are."""
+    keep = {lst.spec: lst for lst in current}
+    if set(binds) == set(keep) or all(lst.spec.startswith("fd://") for lst in keep.values()):
+        return current
+    added = [spec for spec in binds if spec not in keep]
+    fresh = {lst.spec: lst for lst in open_listeners(tuple(added), backlog, unix_mode)}
+    for spec, lst in keep.items():
+        if spec not in binds:
+            lst.close(unlink=True)
+    return [keep.get(spec) or fresh[spec] for spec in binds]

@@ -2,41 +2,41 @@
 
 Theory of operation
 -------------------
-The master owns the listeners, a table of WorkerSlots and one small loop:
+The master owns the listeners, the worker table (a Pool of WorkerSlots) and
+one small loop:
 
     wait for an event or the earliest deadline
-    -> read signals (bytes from the wakeup pipe) and worker messages
-    -> act on flags, in priority order (stop, reload, reopen, worker count)
-    -> reap_children, kill_stale_workers, maintain_worker_count
+    -> read signals (bytes from the wakeup pipe), worker messages, control requests
+    -> run the commands they asked for, in the command table's priority order
+    -> reap (pool.reap)
+    -> plan (supervise.plan: a pure function of the table, the goal and the time)
+       and carry the plan out (pool.carry_out: spawn, tell to stop, signal)
 
 Invariants:
-- Signal handlers do nothing; a signal is a byte in a pipe, read here.
+- Signal handlers do nothing; a signal is a byte in a pipe, read here. What
+  it means is its row in the command table (preforkd.commands), which also
+  serves the control socket.
+- What to spawn, retire or kill is decided in preforkd.supervise and only
+  done here; the rules (canary, surge-first rolls, heartbeat escalation,
+  backoff) are written down there.
 - Each worker has an `index` (0..N-1, kept across respawns) and the
   `generation` it was spawned for. `self.generation` is the one being served
-  or rolled out; a worker of any other generation is old and is retired
-  once the current worker with its index is READY (surge first: capacity
-  never dips). A reload starts with a canary: index 0 alone, the rest only
-  once it is READY.
+  or rolled out.
 - A worker that exits before READY is a boot failure: at start-up the master
   gives up with the worker's error; during a reload the new generation is
   abandoned and the old one keeps serving; otherwise respawns back off.
-- Workers get commands over their channel (a socketpair); EOF on it tells a
-  worker the master died. A worker past its deadline is killed.
-- Spawning a worker is one function (spawn_worker): the seam where a later
+- Workers get commands over their channel (a socketpair, preforkd.control);
+  EOF on it tells a worker the master died.
+- Spawning a worker is one function (Pool.spawn): the seam where a later
   preload mode forks from a per-generation template instead.
 """
 
 from __future__ import annotations
 
-import enum
 import json
 import os
-import resource
 import selectors
-import signal
-import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,55 +44,27 @@ from typing import Any
 # shares them copy-on-write, and needs no read access to them after dropping privileges.
 import preforkd.protocols.registry  # noqa: F401
 from preforkd import config as configmod
-from preforkd import listeners as listenersmod
 from preforkd import logs, pidfile
+from preforkd.commands import BY_WORD, Command, signal_table
 from preforkd.config import Config, ConfigError
-from preforkd.listeners import Listener, ListenError
+from preforkd.control import ControlServer, Reply, ToWorker
+from preforkd.listeners import Listener, ListenError, rebind
+from preforkd.pool import Pool
 from preforkd.process import (
-    CMD_FAST,
-    CMD_GRACEFUL,
-    CMD_REOPEN,
-    EX_BOOT,
-    MSG_ERROR,
-    MSG_READY,
-    describe_status,
-    drop_privileges,
-    resolve_user,
+    EventLog,
+    StartupReport,
+    drop_to_user,
+    raise_nofile_limit,
+    rss_kib,
     set_title,
 )
 from preforkd.scoreboard import Scoreboard
-from preforkd.signals import NAME_BUSY_SIGNAL, Action, SignalPipe, block, master_actions, restore
-from preforkd.worker import worker_main
+from preforkd.signals import SignalPipe
+from preforkd.supervise import Goal, State, StopMode, Verdict, WorkerSlot, judge_boot_failure, plan
 
 log = logs.log
 
-FAST_STOP_GRACE = 0.5  # a fast-stopped worker gets this long before SIGKILL
-NAME_GRACE = 0.2  # after NAME_BUSY_SIGNAL, before SIGABRT
-ABORT_GRACE = 1.0  # after SIGABRT (traceback dump) a stuck worker gets this long
-KILL_MARGIN = 2.0  # past graceful_timeout, before SIGKILL: the worker aborts on its own first
-MAX_BACKOFF = 30.0
-
-
-class State(enum.Enum):
-    BOOTING = "booting"
-    READY = "ready"
-    DRAINING = "draining"
-
-
-@dataclass(eq=False)
-class WorkerSlot:
-    index: int
-    generation: int
-    pid: int
-    slot: int  # scoreboard slot
-    channel: socket.socket
-    spawned_at: float
-    state: State = State.BOOTING
-    kill_at: float = 0.0  # SIGKILL deadline once asked to stop (0: none)
-    aborted: bool = False  # a heartbeat timeout: being killed
-    abort_at: float = 0.0  # when to SIGABRT it (it first gets to name its request)
-    error: str = ""  # what the worker reported before dying at boot
-    inbox: bytes = b""
+INF = float("inf")
 
 
 @dataclass
@@ -102,11 +74,7 @@ class Rollout:
     previous_generation: int
     previous_config: Config
     started_at: float
-    waiters: list[socket.socket] = field(default_factory=list)
-
-
-class StartupError(Exception):
-    pass
+    waiters: list[Reply] = field(default_factory=list)
 
 
 class Master:
@@ -115,37 +83,42 @@ class Master:
         self.config = config
         self.overrides = overrides  # command-line values, re-applied on every reload
         self.listeners = listeners
-        self.ready_fd = ready_fd  # --daemon: the waiting parent hears "ok" or the error
+        self.startup = StartupReport(ready_fd)  # --daemon: the waiting parent hears the outcome
         self.pid = os.getpid()
-        self.workers: dict[int, WorkerSlot] = {}  # pid -> slot
         self.generation = 1
         self.last_generation = 1
         self.num_workers = config.workers
         self.scoreboard = Scoreboard()
         self.started = False  # the first full set of workers has been READY
-        self.stopping: str | None = None  # None, "graceful" or "fast"
+        self.stopping: StopMode | None = None
         self.exit_code = 0
         self.rollout: Rollout | None = None
         self.boot_failures = 0
         self.spawn_not_before = 0.0
-        self.pending: list[Action] = []
-        self.actions = master_actions(config.signals)
-        self.events_fd = _open_events()
+        self.pending: list[tuple[Command, Reply | None]] = []  # run by handle_commands
+        self.signal_commands = signal_table(config.signals)
+        self.events = EventLog()
+        self.control: ControlServer[Command] | None = None
+        self.selector = selectors.DefaultSelector()
+        self.pool = Pool(self.scoreboard, self.selector, self.events, self.signal_commands,
+                         self._close_in_child, self._worker_ready, self._worker_exited)
+        self.workers = self.pool.workers  # pid -> WorkerSlot
 
     # -- setup and teardown ---------------------------------------------------
     def run(self) -> int:
         set_title(f"master [{self.config.config_path or ' '.join(self.config.bind)}]")
         raise_nofile_limit(self.config)
         pidfile.write(self.config.pid, self.pid)
-        self.selector = selectors.DefaultSelector()
-        self.signals = SignalPipe(self.actions)
+        self.signals = SignalPipe(self.signal_commands)
         self.selector.register(self.signals.fileno(), selectors.EVENT_READ, self._read_signals)
-        self.control = self._open_control()
-        ids = resolve_user(self.config.user, self.config.group)
-        if ids is not None:
-            keep = [self.config.pid, self.config.control_path]
-            drop_privileges(ids, keep + ([self.config.error_log]
-                                         if self.config.error_log != "-" else []))
+        self.control = ControlServer.open(self.config.control_path, BY_WORD,
+                                          lambda cmd, reply: self.pending.append((cmd, reply)))
+        if self.control is not None:
+            self.selector.register(self.control.fileno(), selectors.EVENT_READ,
+                                   self.control.accept)
+        keep = [self.config.pid, self.config.control_path]
+        drop_to_user(self.config.user, self.config.group,
+                     keep + ([self.config.error_log] if self.config.error_log != "-" else []))
         try:
             log.info("event=started pid=%d workers=%d listen=%s", self.pid, self.num_workers,
                      ",".join(lst.name for lst in self.listeners))
@@ -159,326 +132,119 @@ class Master:
             lst.close(unlink=True)
         if self.control is not None:
             self.control.close()
-            try:
-                os.unlink(self.config.control_path)
-            except OSError:
-                pass
         pidfile.remove(self.config.pid, self.pid)
         log.info("event=exit code=%d", self.exit_code)
 
-    def _open_control(self) -> socket.socket | None:
-        path = self.config.control_path
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            if os.path.exists(path):
-                os.unlink(path)  # the pid file check already proved no live master owns it
-            old_umask = os.umask(0o177)
-            try:
-                sock.bind(path)
-            finally:
-                os.umask(old_umask)
-            sock.listen(16)
-        except OSError as e:
-            sock.close()
-            log.warning("event=control-socket-failed path=%s error=%s", path, e.strerror)
-            return None
-        sock.setblocking(False)
-        self.selector.register(sock, selectors.EVENT_READ, self._accept_control)
-        return sock
-
     # -- the loop -------------------------------------------------------------
     def _main_loop(self) -> None:
-        deadline = 0.0
+        wake = 0.0
         while True:
-            timeout = None if deadline == float("inf") else max(0.0, deadline - time.monotonic())
+            timeout = None if wake == INF else max(0.0, wake - time.monotonic())
             for key, _ in self.selector.select(timeout):
                 key.data()
-            self.handle_actions()
-            self.reap_children()
+            self.handle_commands()
+            self.pool.reap()
             if self.stopping and not self.workers:
                 return
-            deadline = min(self.kill_stale_workers(), self.maintain_worker_count())
+            p = plan(self.workers.values(), self._goal(), self.pool.beats(), time.monotonic())
+            self.pool.carry_out(p.decisions, self.config, self.listeners)
+            if p.all_ready:
+                self._all_ready()
+            wake = p.wake
 
-    def handle_actions(self) -> None:
+    def handle_commands(self) -> None:
+        """Run what signals and the control socket asked for, in the table's priority order."""
         pending, self.pending = self.pending, []
-        # Priority: a stop wins over everything queued with it.
-        for action in sorted(pending, key=lambda a: a not in (Action.FAST_STOP,
-                                                                 Action.GRACEFUL_STOP)):
-            if action is Action.FAST_STOP or (action is Action.GRACEFUL_STOP and self.stopping):
-                self.stop("fast")  # a second shutdown signal makes a graceful stop fast
-            elif action is Action.GRACEFUL_STOP:
-                self.stop("graceful")
-            elif self.stopping:
-                continue
-            elif action is Action.RELOAD:
-                self.reload()
-            elif action is Action.REOPEN:
-                self.reopen_logs()
-            elif action is Action.STOP_WORKERS:
-                log.info("event=stop-workers workers=%d", len(self.workers))
-                self.num_workers = 0
-            elif action is Action.ADD_WORKER:
-                self.num_workers = min(self.num_workers + 1, 512)
-            elif action is Action.REMOVE_WORKER:
-                self.num_workers = max(self.num_workers - 1, 0)
+        for cmd, reply in sorted(pending, key=lambda p: p[0].priority):
+            if self.stopping and reply is None and not cmd.while_stopping:
+                continue  # once stopping, only another stop signal means anything
+            assert cmd.handler is not None
+            cmd.handler(self, reply)
 
     def _read_signals(self) -> None:
         for sig in self.signals.drain():
-            action = self.actions[sig]
-            if action is not Action.REAP:
+            cmd = self.signal_commands[sig]
+            if cmd.handler is not None:  # (CHLD only wakes the loop: it reaps every turn)
                 log.debug("event=signal signal=%s", sig.name)
-                self.pending.append(action)
+                self.pending.append((cmd, None))
 
-    # -- workers: spawn, reap, kill, maintain -----------------------------------
-    def spawn_worker(self, index: int, generation: int) -> WorkerSlot:
-        now = time.monotonic()
-        slot_no = self._free_slot()
-        master_end, worker_end = socket.socketpair()
-        self.scoreboard.claim(slot_no, 0, index, generation, now)
-        mask = block(self.actions)
-        pid = os.fork()
-        if pid == 0:  # the child: shed the master's state, become a worker
-            code = EX_BOOT
-            try:
-                master_end.close()
-                self._close_in_child()
-                restore(mask)
-                code = worker_main(self.config, self.listeners, index, generation,
-                                   self.scoreboard, slot_no, worker_end)
-            finally:
-                os._exit(code)
-        restore(mask)
-        worker_end.close()
-        self.scoreboard.set_pid(slot_no, pid)
-        w = WorkerSlot(index, generation, pid, slot_no, master_end, now)
-        self.workers[pid] = w
-        master_end.setblocking(False)
-        self.selector.register(master_end, selectors.EVENT_READ, lambda: self._read_worker(w))
-        log.info("worker=%d pid=%d gen=%d event=spawned", index, pid, generation)
-        self._event("spawned", w)
-        return w
+    def _goal(self) -> Goal:
+        return Goal(self.num_workers, self.generation, self.rollout is not None, self.stopping,
+                    self.spawn_not_before, self.config.timeout, self.config.graceful_timeout)
 
+    # -- what workers starting and ending mean -----------------------------------
     def _close_in_child(self) -> None:
         self.signals.close()
         self.selector.close()
         if self.control is not None:
-            self.control.close()
-        for w in self.workers.values():
-            w.channel.close()
+            self.control.close(unlink=False)
         for waiter in self.rollout.waiters if self.rollout else ():
             waiter.close()
-        if self.events_fd >= 0:
-            os.close(self.events_fd)
-        if self.ready_fd >= 0:
-            os.close(self.ready_fd)
-
-    def _free_slot(self) -> int:
-        used = {w.slot for w in self.workers.values()}
-        return next(i for i in range(self.scoreboard.slots) if i not in used)
-
-    def _read_worker(self, w: WorkerSlot) -> None:
-        try:
-            data = w.channel.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:  # the worker exited (or closed it); reaping does the rest
-            self._forget_channel(w)
-            return
-        w.inbox += data
-        while b"\n" in w.inbox:
-            line, w.inbox = w.inbox.split(b"\n", 1)
-            if line == MSG_READY:
-                self._worker_ready(w)
-            elif line.startswith(MSG_ERROR):
-                w.error = line[len(MSG_ERROR):].strip().decode("utf-8", "replace")
-
-    def _forget_channel(self, w: WorkerSlot) -> None:
-        try:
-            self.selector.unregister(w.channel)
-        except (KeyError, ValueError):
-            pass
+        self.events.close()
+        self.startup.close()
 
     def _worker_ready(self, w: WorkerSlot) -> None:
-        if w.state is State.BOOTING:
-            w.state = State.READY
-            self.boot_failures = 0
-            log.info("worker=%d pid=%d gen=%d event=ready boot=%.3fs", w.index, w.pid,
-                     w.generation, time.monotonic() - w.spawned_at)
-            self._event("ready", w)
+        self.boot_failures = 0
 
-    def reap_children(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            w = self.workers.pop(pid, None)
-            if w is not None:
-                self._worker_exited(w, status)
-
-    def _worker_exited(self, w: WorkerSlot, status: int) -> None:
-        self._read_worker(w)  # a last "error" line may still be in the channel
-        self._forget_channel(w)
-        w.channel.close()
-        self.scoreboard.release(w.slot)
-        how = describe_status(status)
-        expected = w.state is State.DRAINING
-        level = log.info if expected else log.error
-        level("worker=%d pid=%d gen=%d event=exited status=%s", w.index, w.pid,
-              w.generation, how)
-        self._event("exited", w, status=how.replace(" ", "-"))
+    def _worker_exited(self, w: WorkerSlot, how: str) -> None:
         if w.state is State.BOOTING and not self.stopping:
             self._boot_failed(w, w.error or how)
 
     def _boot_failed(self, w: WorkerSlot, why: str) -> None:
-        if not self.started:
+        judged = judge_boot_failure(w, self.generation, self.started, self.rollout is not None,
+                                    self.boot_failures + 1, time.monotonic())
+        if judged.verdict is Verdict.GIVE_UP:
             log.error("event=startup-failed worker=%d error=%s", w.index, why)
-            self._report_ready(f"error worker {w.index} failed to boot: {why}")
+            self.startup.send(f"error worker {w.index} failed to boot: {why}")
             self.exit_code = 1
-            self.stop("fast")
-        elif self.rollout is not None and w.generation == self.generation:
+            self.stop(StopMode.FAST)
+        elif judged.verdict is Verdict.ROLL_BACK:
             self._rollback(f"worker {w.index} of generation {w.generation} failed to boot: {why}")
         else:
             self.boot_failures += 1
-            delay = min(0.5 * 2 ** (self.boot_failures - 1), MAX_BACKOFF)
-            self.spawn_not_before = time.monotonic() + delay
+            self.spawn_not_before = judged.retry_at
             log.error("worker=%d event=boot-failed error=%s retry_in=%.1fs", w.index, why,
-                      delay)
-
-    def kill_stale_workers(self) -> float:
-        """Kill workers whose heartbeat stopped or whose stop deadline passed.
-
-        Returns the next time this needs to look again."""
-        now = time.monotonic()
-        timeout = self.config.timeout
-        deadline = float("inf")
-        for w in list(self.workers.values()):
-            if w.kill_at:
-                if now >= w.kill_at:
-                    self._signal(w, signal.SIGKILL)
-                    w.kill_at = now + 1.0  # SIGKILL again if the reap has not come yet
-                deadline = min(deadline, w.kill_at)
-            if w.abort_at:
-                if now >= w.abort_at:
-                    self._abort(w, now)
-                deadline = min(deadline, w.abort_at or w.kill_at)
-            if w.aborted:
-                continue
-            due = self.scoreboard.heartbeat(w.slot) + timeout
-            if now >= due:
-                # First the worker names the request it is stuck in (its handler finds it
-                # on the interrupted stack, so requests pay nothing for this), then
-                # SIGABRT: faulthandler dumps the stack to the log.
-                self._event("timeout", w)
-                w.aborted = True
-                self._signal(w, NAME_BUSY_SIGNAL)
-                w.abort_at = now + NAME_GRACE
-                w.state = State.DRAINING
-                deadline = min(deadline, w.abort_at)
-            else:
-                deadline = min(deadline, due)
-        return deadline
-
-    def _abort(self, w: WorkerSlot, now: float) -> None:
-        info = self.scoreboard.read(w.slot)
-        # A request stamped after the last beat is the one the worker is stuck in.
-        busy = f" request={info.request!r}" if info.request_started > info.heartbeat > 0 else ""
-        log.error("worker=%d pid=%d gen=%d event=timeout age=%.1f limit=%.1f%s action=kill",
-                  w.index, w.pid, w.generation, now - info.heartbeat, self.config.timeout, busy)
-        self._signal(w, signal.SIGABRT)
-        w.abort_at = 0.0
-        w.kill_at = min(w.kill_at or float("inf"), now + ABORT_GRACE)
-
-    def maintain_worker_count(self) -> float:
-        """Spawn missing current-generation workers, retire what they replace.
-
-        Returns when to look again (a spawn backoff), or inf."""
-        if self.stopping:
-            return float("inf")
-        current = {w.index: w for w in self.workers.values()
-                   if w.generation == self.generation and w.state is not State.DRAINING}
-        ready = {i for i, w in current.items() if w.state is State.READY}
-        all_ready = all(i in ready for i in range(self.num_workers))
-        now = time.monotonic()
-        if now < self.spawn_not_before:
-            wake = self.spawn_not_before
-        else:
-            wake = float("inf")
-            canary = self.rollout is not None and not ready  # one new worker first
-            for index in range(self.num_workers):
-                if index in current:
-                    continue
-                if canary and current:
-                    break
-                current[index] = self.spawn_worker(index, self.generation)
-        for w in list(self.workers.values()):
-            if w.state is State.DRAINING:
-                continue
-            replaced = w.generation != self.generation and w.index in ready
-            surplus = w.index >= self.num_workers and all_ready
-            failed_gen = w.generation > self.generation
-            if replaced or surplus or failed_gen:
-                self.stop_worker(w, graceful=True)
-        if all_ready and self.num_workers:
-            self._all_ready()
-        return wake
+                      judged.delay)
 
     def _all_ready(self) -> None:
         if not self.started:
             self.started = True
             log.info("event=serving workers=%d", self.num_workers)
-            self._report_ready("ok")
+            self.startup.send("ok")
         if self.rollout is not None:
             took = time.monotonic() - self.rollout.started_at
             log.info("event=reload-done gen=%d took=%.3fs", self.generation, took)
             self._finish_rollout(f"ok generation {self.generation} serving ({took:.2f}s)")
-            self._event("reloaded", None, gen=self.generation)
+            self.events.write("reloaded", gen=self.generation)
 
-    def stop_worker(self, w: WorkerSlot, graceful: bool) -> None:
-        if w.state is State.DRAINING and graceful:
+    # -- commands (the rows of preforkd.commands call these) ---------------------
+    def stop(self, mode: StopMode, reply: Reply | None = None) -> None:
+        if reply is not None:
+            reply.send(f"ok stopping ({mode.value})")
+        if self.stopping is StopMode.FAST:
             return
-        w.state = State.DRAINING
-        grace = self.config.graceful_timeout + KILL_MARGIN if graceful else FAST_STOP_GRACE
-        w.kill_at = min(w.kill_at or float("inf"), time.monotonic() + grace)
-        try:
-            w.channel.send(CMD_GRACEFUL if graceful else CMD_FAST)
-        except OSError:
-            self._signal(w, signal.SIGTERM if graceful else signal.SIGINT)
-        log.info("worker=%d pid=%d gen=%d event=stopping mode=%s", w.index, w.pid,
-                 w.generation, "graceful" if graceful else "fast")
-
-    def _signal(self, w: WorkerSlot, sig: signal.Signals) -> None:
-        try:
-            os.kill(w.pid, sig)
-        except ProcessLookupError:
-            pass
-
-    # -- operations -------------------------------------------------------------
-    def stop(self, mode: str) -> None:
-        if self.stopping == "fast" or self.stopping == mode:
-            return
-        log.info("event=stopping mode=%s workers=%d", mode, len(self.workers))
-        self.stopping = mode
+        if self.stopping is not None:
+            mode = StopMode.FAST  # a second stop during a graceful one makes it fast
+        log.info("event=stopping mode=%s workers=%d", mode.value, len(self.workers))
+        self.stopping = mode  # the plan tells the workers
         for lst in self.listeners:
             lst.close(unlink=True)  # workers hold their own copies until they finish
         self.listeners = []
         if self.rollout is not None:
             self._finish_rollout("error stopped during the reload")
-        for w in list(self.workers.values()):
-            self.stop_worker(w, graceful=mode == "graceful")
 
-    def reload(self, waiter: socket.socket | None = None) -> None:
+    def reload(self, waiter: Reply | None = None) -> None:
+        if self.stopping:
+            if waiter is not None:
+                waiter.send("error the master is stopping")
+            return
         try:
             new = configmod.load(self.config.config_path, self.overrides)
-            listeners = self._reload_listeners(new)
+            listeners = rebind(self.listeners, new.bind, new.backlog, new.unix_socket_mode)
         except (ConfigError, ListenError) as e:
             log.error("event=reload-refused error=%s", e)
             if waiter is not None:
-                _reply(waiter, f"error reload refused: {e}")
+                waiter.send(f"error reload refused: {e}")
             return
         if new.pid != self.config.pid:
             log.warning("event=reload-ignored key=pid reason=needs-restart")
@@ -496,19 +262,6 @@ class Master:
         self.spawn_not_before = 0.0
         log.info("event=reload gen=%d workers=%d", self.generation, self.num_workers)
 
-    def _reload_listeners(self, new: Config) -> list[Listener]:
-        """Keep sockets whose spec stays; bind the new ones; close the dropped ones."""
-        keep = {lst.spec: lst for lst in self.listeners}
-        if set(new.bind) == set(keep) or all(lst.spec.startswith("fd://") for lst in keep.values()):
-            return self.listeners
-        added = [spec for spec in new.bind if spec not in keep]
-        fresh = {lst.spec: lst for lst in listenersmod.open_listeners(
-            tuple(added), new.backlog, new.unix_socket_mode)}
-        for spec, lst in keep.items():
-            if spec not in new.bind:
-                lst.close(unlink=True)
-        return [keep.get(spec) or fresh[spec] for spec in new.bind]
-
     def _rollback(self, why: str) -> None:
         assert self.rollout is not None
         log.error("event=reload-failed gen=%d error=%s action=keep-gen-%d", self.generation,
@@ -517,141 +270,41 @@ class Master:
         self.config = self.rollout.previous_config
         self.num_workers = self.config.workers
         self._finish_rollout(f"error {why}; generation {self.generation} keeps serving")
-        self._event("reload-failed", None, gen=self.generation)
+        self.events.write("reload-failed", gen=self.generation)
 
     def _finish_rollout(self, message: str) -> None:
         if self.rollout is not None:
             for waiter in self.rollout.waiters:
-                _reply(waiter, message)
+                waiter.send(message)
             self.rollout = None
 
-    def reopen_logs(self) -> None:
+    def reopen_logs(self, reply: Reply | None = None) -> None:
         logs.reopen(self.config.error_log)
         log.info("event=reopen workers=%d", len(self.workers))
-        for w in self.workers.values():
-            try:
-                w.channel.send(CMD_REOPEN)
-            except OSError:
-                pass
+        self.pool.tell_all(ToWorker.REOPEN)
+        if reply is not None:
+            reply.send("ok")
 
-    # -- control socket ---------------------------------------------------------
-    def _accept_control(self) -> None:
-        assert self.control is not None
-        try:
-            conn, _ = self.control.accept()
-        except OSError:
-            return
-        conn.settimeout(1.0)  # local, 0600: the CLI sends its line at once
-        try:
-            command = conn.recv(256).decode("ascii", "replace").strip()
-        except OSError:
-            conn.close()
-            return
-        handler: Callable[[socket.socket], bool] | None = {
-            "status": self._ctl_status, "reload": self._ctl_reload,
-            "stop": lambda c: self._ctl_stop(c, "graceful"),
-            "stop fast": lambda c: self._ctl_stop(c, "fast"),
-            "reopen": self._ctl_reopen,
-        }.get(command)
-        if handler is None:
-            _reply(conn, f"error unknown command {command!r}")
-        elif handler(conn):
-            return  # the handler keeps the connection to answer later
-        conn.close()
+    def stop_workers(self) -> None:
+        log.info("event=stop-workers workers=%d", len(self.workers))
+        self.want_workers(0)
 
-    def _ctl_status(self, conn: socket.socket) -> bool:
-        _reply(conn, json.dumps(self.status()), close=False)
-        return False
+    def want_workers(self, n: int) -> None:
+        self.num_workers = min(max(n, 0), 512)
 
-    def _ctl_reload(self, conn: socket.socket) -> bool:
-        if self.stopping:
-            _reply(conn, "error the master is stopping", close=False)
-            return False
-        self.reload(conn)
-        return self.rollout is not None and conn in self.rollout.waiters
-
-    def _ctl_stop(self, conn: socket.socket, mode: str) -> bool:
-        _reply(conn, f"ok stopping ({mode})", close=False)
-        self.pending.append(Action.FAST_STOP if mode == "fast" else Action.GRACEFUL_STOP)
-        return False
-
-    def _ctl_reopen(self, conn: socket.socket) -> bool:
-        self.reopen_logs()
-        _reply(conn, "ok", close=False)
-        return False
+    def report_status(self, reply: Reply | None) -> None:
+        if reply is not None:
+            reply.send(json.dumps(self.status()))
 
     def status(self) -> dict[str, Any]:
-        now = time.monotonic()
         workers = []
-        for w in sorted(self.workers.values(), key=lambda w: (w.generation, w.index)):
-            info = self.scoreboard.read(w.slot)
-            workers.append({
-                "index": w.index, "pid": w.pid, "generation": w.generation,
-                "state": w.state.value, "requests": info.requests, "accepted": info.accepted,
-                "connections": info.connections, "reading": info.reading,
-                "writing": info.writing, "waiting": info.waiting,
-                "heartbeat_age": round(now - info.heartbeat, 3),
-                "rss_kib": _rss_kib(w.pid),
-            })
+        for info in self.scoreboard.snapshot():
+            w = self.workers.get(info["pid"])
+            if w is not None:  # (key order as before: index, pid, generation, state, ...)
+                workers.append({"index": w.index, "pid": w.pid, "generation": w.generation,
+                                "state": w.state.value, **info, "rss_kib": rss_kib(w.pid)})
+        workers.sort(key=lambda d: (d["generation"], d["index"]))
         return {"master": self.pid, "generation": self.generation,
-                "workers_wanted": self.num_workers, "stopping": self.stopping,
+                "workers_wanted": self.num_workers,
+                "stopping": self.stopping.value if self.stopping else None,
                 "reloading": self.rollout is not None, "workers": workers}
-
-    # -- reports -------------------------------------------------------------
-    def _report_ready(self, message: str) -> None:
-        if self.ready_fd >= 0:
-            try:
-                os.write(self.ready_fd, message.encode() + b"\n")
-            except OSError:
-                pass
-            os.close(self.ready_fd)
-            self.ready_fd = -1
-
-    def _event(self, name: str, w: WorkerSlot | None, **extra: Any) -> None:
-        """Lifecycle events as lines for tests and tools (PREFORKD_EVENTS names the file)."""
-        if self.events_fd < 0:
-            return
-        fields = {"index": w.index, "gen": w.generation, "pid": w.pid} if w else {}
-        fields.update(extra)
-        line = name + "".join(f" {k}={v}" for k, v in fields.items()) + "\n"
-        os.write(self.events_fd, line.encode())
-
-
-def _reply(conn: socket.socket, message: str, close: bool = True) -> None:
-    try:
-        conn.sendall(message.encode() + b"\n")
-    except OSError:
-        pass
-    if close:
-        conn.close()
-
-
-def _rss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def _open_events() -> int:
-    path = os.environ.get("PREFORKD_EVENTS")
-    if not path:
-        return -1
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-
-
-def raise_nofile_limit(config: Config) -> None:
-    """Raise RLIMIT_NOFILE (soft to hard, or to rlimit_nofile) and warn if it is too low."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = config.rlimit_nofile or hard
-    if want != soft:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(want, hard)))
-            soft = want
-        except (ValueError, OSError) as e:
-            log.warning("event=rlimit-failed want=%d error=%s", want, e)
-    need = config.worker_connections + 64
-    if soft < need:
-        log.warning("event=rlimit-low nofile=%d worker_connections=%d: a worker can hold "
-                    "about %d connections", soft, config.worker_connections, soft - 64)

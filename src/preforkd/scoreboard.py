@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import mmap
 import struct
+import time
 from dataclasses import dataclass
+from typing import Any
 
-# pid, index, generation, state, heartbeat, started, requests, accepted,
-# connections, request_started, method and target of what the worker is busy with,
-# and the connections by state (as the protocol counts them): reading, writing, waiting
-_SLOT = struct.Struct("<iiiiddQQIxxxxd8s88sIII")
+# pid, index, generation, (4 bytes padding: keep the 8-byte fields aligned), heartbeat,
+# started, requests, accepted, connections, request_started, method and target of what
+# the worker is busy with, and the connections by state (as the protocol counts them):
+# reading, writing, waiting
+_SLOT = struct.Struct("<iiixxxxddQQIxxxxd8s88sIII")
 _STATES = struct.Struct("<III")
 OFF_STATES = 160
 _BUSY = struct.Struct("<d8s88s")
@@ -33,6 +36,7 @@ OFF_REQUEST_STARTED = 56
 _D = struct.Struct("<d")
 _Q = struct.Struct("<Q")
 _I = struct.Struct("<I")
+_PID = struct.Struct("<i")
 
 
 @dataclass
@@ -59,22 +63,43 @@ class Scoreboard:
         self.mem = mmap.mmap(-1, slots * SLOT_SIZE)
 
     def claim(self, slot: int, pid: int, index: int, generation: int, now: float) -> None:
-        _SLOT.pack_into(self.mem, slot * SLOT_SIZE, pid, index, generation, 1, now, now,
+        _SLOT.pack_into(self.mem, slot * SLOT_SIZE, pid, index, generation, now, now,
                         0, 0, 0, 0.0, b"", b"", 0, 0, 0)
 
     def set_pid(self, slot: int, pid: int) -> None:
-        struct.pack_into("<i", self.mem, slot * SLOT_SIZE, pid)
+        _PID.pack_into(self.mem, slot * SLOT_SIZE, pid)
 
     def release(self, slot: int) -> None:
         self.mem[slot * SLOT_SIZE:(slot + 1) * SLOT_SIZE] = bytes(SLOT_SIZE)
 
     def read(self, slot: int) -> SlotInfo:
-        (pid, index, gen, _state, hb, started, requests, accepted, conns, rstart,
+        (pid, index, gen, hb, started, requests, accepted, conns, rstart,
          method, target, reading, writing, waiting) = _SLOT.unpack_from(self.mem,
                                                                       slot * SLOT_SIZE)
         request = method.rstrip(b"\0") + b" " + target.rstrip(b"\0")
         return SlotInfo(slot, pid, index, gen, hb, started, requests, accepted, conns,
                         rstart, request.decode("latin-1"), reading, writing, waiting)
+
+    def snapshot(self, now: float | None = None) -> list[dict[str, Any]]:
+        """One dict per claimed slot (pid set), in slot order: the per-worker part of
+        both status documents (the master's control-socket `status`, which adds
+        `state` and `rss_kib`, and the workers' HTTP `status_path`).
+
+        Keys: index, pid, generation, requests, accepted, connections, reading,
+        writing, waiting, heartbeat_age (seconds since the last beat at `now`,
+        default time.monotonic(), rounded to 3 places). Values are JSON-ready."""
+        now = time.monotonic() if now is None else now
+        out = []
+        for slot in range(self.slots):
+            if not _PID.unpack_from(self.mem, slot * SLOT_SIZE)[0]:
+                continue  # free: skip the full unpack
+            info = self.read(slot)
+            out.append({"index": info.index, "pid": info.pid, "generation": info.generation,
+                        "requests": info.requests, "accepted": info.accepted,
+                        "connections": info.connections, "reading": info.reading,
+                        "writing": info.writing, "waiting": info.waiting,
+                        "heartbeat_age": round(now - info.heartbeat, 3)})
+        return out
 
     def heartbeat(self, slot: int) -> float:
         return _D.unpack_from(self.mem, slot * SLOT_SIZE + OFF_HEARTBEAT)[0]

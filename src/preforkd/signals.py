@@ -2,49 +2,18 @@
 
 The C-level handler writes the signal number into the pipe; the loop reads
 those bytes and acts between events. Handlers never log or touch state, so
-nothing re-enters code a signal interrupted. One table (ACTIONS) maps each
-signal to what the master does, and feeds the CLI and the README.
+nothing re-enters code a signal interrupted. What each signal asks the master
+for is the command table's (preforkd.commands); this module is the mechanism
+both the master and the workers use.
 """
 
 from __future__ import annotations
 
-import enum
 import os
 import signal
 from collections.abc import Iterable
 
-
-class Action(enum.Enum):
-    RELOAD = "reload"
-    GRACEFUL_STOP = "stop"
-    FAST_STOP = "stop --fast"
-    REOPEN = "reopen"
-    STOP_WORKERS = "stop workers, keep the master"
-    ADD_WORKER = "one worker more"
-    REMOVE_WORKER = "one worker fewer"
-    REAP = "reap children"
-
-
 S = signal.Signals
-
-ACTIONS: dict[S, Action] = {
-    S.SIGHUP: Action.RELOAD,
-    S.SIGTERM: Action.GRACEFUL_STOP,
-    S.SIGQUIT: Action.GRACEFUL_STOP,
-    S.SIGINT: Action.FAST_STOP,
-    S.SIGUSR1: Action.REOPEN,
-    S.SIGWINCH: Action.STOP_WORKERS,
-    S.SIGTTIN: Action.ADD_WORKER,
-    S.SIGTTOU: Action.REMOVE_WORKER,
-    S.SIGCHLD: Action.REAP,
-}
-
-
-def master_actions(mode: str) -> dict[S, Action]:
-    """`signals = "nginx"`: TERM is a fast stop, as in nginx."""
-    if mode == "nginx":
-        return {**ACTIONS, S.SIGTERM: Action.FAST_STOP}
-    return dict(ACTIONS)
 
 
 # What a worker does on a signal sent to it directly (the master uses the channel).

@@ -96,6 +96,19 @@ class Connection:
             return _socket.socket(listener.family, listener.type, 0, self._fd)
         return _socket.socket(fileno=self._fd)
 
+    def _send_before_fin(self, data: Any) -> Any:
+        """The last bytes before close() go with MSG_MORE: the kernel holds them for the
+        FIN, which then rides in the same TCP segment: one packet and one wake-up of
+        the client fewer per closed connection. Returns what was not sent."""
+        listener = self._listener
+        if not _MSG_MORE or listener is not None and listener.family == socket.AF_UNIX:
+            return data
+        try:
+            n = self.socket().send(data, _MSG_MORE)
+        except OSError:
+            return data  # (_write meets it again and acts on it)
+        return memoryview(data)[n:] if n < len(data) else b""
+
     def _shutdown_write(self) -> None:
         try:
             self.socket().shutdown(socket.SHUT_WR)
@@ -258,19 +271,6 @@ class Transport(Connection):
             else:
                 self._loop.call_soon(self._closed)
 
-    def _send_before_fin(self, data: Any) -> Any:
-        """The last bytes before close() go with MSG_MORE: the kernel holds them for the
-        FIN, which then rides in the same TCP segment: one packet and one wake-up of
-        the client fewer per closed connection. Returns what was not sent."""
-        listener = self._listener
-        if not _MSG_MORE or listener is not None and listener.family == socket.AF_UNIX:
-            return data
-        try:
-            n = self.socket().send(data, _MSG_MORE)
-        except OSError:
-            return data  # (_write meets it again and acts on it)
-        return memoryview(data)[n:] if n < len(data) else b""
-
     def sendfile(self, fd: int, offset: int, count: int,
                  on_done: Callable[[], Any] | None = None) -> None:
         """Send `count` bytes of file `fd` from `offset` with os.sendfile, after buffered data.
@@ -378,14 +378,12 @@ class Transport(Connection):
             self._loop.remove_reader(self._fd)
 
     def close_lingering(self) -> None:
-        """close(), but the fd stays open a while after the last byte and a FIN: what
-        the client still sends is read and dropped (bounded), so a response to a client
-        that is still sending reaches it instead of being destroyed by a RST."""
+        """close(), then a FIN and input dropped for a while (_Linger): an answer to a
+        client that is still sending reaches it, instead of a RST."""
         self._linger = True
         self.close()
 
-    def _closed(self) -> None:
-        """A close's last byte is out: the end, unless the close lingers."""
+    def _closed(self) -> None:  # a close's last byte is out
         if self._linger is None or self._lost:
             self._connection_lost(None)
         else:

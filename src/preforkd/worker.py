@@ -35,19 +35,11 @@ from typing import Any
 
 from preforkd import logs
 from preforkd.config import Config
+from preforkd.control import MSG_READY, ToWorker, read_orders, report_error, send_line
 from preforkd.listeners import Listener
 from preforkd.loader import LoadError
 from preforkd.loop import Loop
-from preforkd.process import (
-    CMD_FAST,
-    CMD_GRACEFUL,
-    CMD_REOPEN,
-    EX_APP,
-    EX_OK,
-    MSG_ERROR,
-    MSG_READY,
-    set_title,
-)
+from preforkd.process import EX_APP, EX_OK, set_title
 from preforkd.protocols.base import Host
 from preforkd.protocols.registry import protocol_factory
 from preforkd.scoreboard import Scoreboard
@@ -105,7 +97,7 @@ class WorkerProcess:
             self.nodelay = self.host.nodelay_at_accept
         except LoadError as e:
             log.error("worker=%d event=boot-failed error=%s\n%s", self.index, e, e.detail)
-            self._send(MSG_ERROR + b" " + str(e).encode("utf-8", "replace").replace(b"\n", b" "))
+            report_error(self.channel, str(e))
             return EX_APP
         self.channel.setblocking(False)
         self.loop.add_reader(self.channel.fileno(), self._channel_readable)
@@ -137,10 +129,7 @@ class WorkerProcess:
             self.slot.busy(time.monotonic(), *found)
 
     def _send(self, msg: bytes) -> None:
-        try:
-            self.channel.sendall(msg + b"\n")
-        except OSError:
-            pass  # the master is gone; the channel's EOF will stop us
+        send_line(self.channel, msg)  # the master is gone? the channel's EOF will stop us
 
     def _beat(self) -> None:
         count = self.host.count_states
@@ -246,23 +235,18 @@ class WorkerProcess:
 
     # -- commands -------------------------------------------------------------
     def _channel_readable(self) -> None:
-        try:
-            data = self.channel.recv(64)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
+        orders = read_orders(self.channel)
+        if orders is None:
             log.warning("worker=%d event=master-gone action=exit", self.index)
             self.loop.remove_reader(self.channel.fileno())
             self.stop_fast()
             return
-        for cmd in (data[i:i + 1] for i in range(len(data))):
-            if cmd == CMD_GRACEFUL:
+        for order in orders:
+            if order is ToWorker.GRACEFUL:
                 self.stop_graceful()
-            elif cmd == CMD_FAST:
+            elif order is ToWorker.FAST:
                 self.stop_fast()
-            elif cmd == CMD_REOPEN:
+            elif order is ToWorker.REOPEN:
                 self.reopen_logs()
 
     def _signals_readable(self) -> None:
@@ -327,11 +311,8 @@ def worker_main(config: Config, listeners: list[Listener], index: int, generatio
                              channel).run()
     except Exception as e:
         log.exception("worker=%d event=crashed", index)
-        try:  # a crash before READY is a boot failure: let the master say why
-            channel.sendall(MSG_ERROR + f" {type(e).__name__}: {e}".encode("utf-8", "replace")
-                            .replace(b"\n", b" ") + b"\n")
-        except OSError:
-            pass
+        # A crash before READY is a boot failure: let the master say why.
+        report_error(channel, f"{type(e).__name__}: {e}")
         return 1
     finally:
         for handler in log.handlers:

@@ -10,7 +10,6 @@ driver like any responder.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -61,16 +60,5 @@ class OwnPaths:
         driver.send_whole(JSON, self.status_document())
 
     def status_document(self) -> bytes:
-        sb = self.scoreboard
-        now = time.monotonic()
-        workers = []
-        for slot in range(sb.slots):
-            info = sb.read(slot)
-            if info.pid:
-                workers.append({"index": info.index, "pid": info.pid,
-                                "generation": info.generation, "requests": info.requests,
-                                "accepted": info.accepted, "connections": info.connections,
-                                "reading": info.reading, "writing": info.writing,
-                                "waiting": info.waiting,
-                                "heartbeat_age": round(now - info.heartbeat, 3)})
-        return json.dumps({"version": __version__, "workers": workers}).encode()
+        return json.dumps({"version": __version__,
+                           "workers": self.scoreboard.snapshot()}).encode()

@@ -1,0 +1,204 @@
+"""The master's worker processes: fork them, hear them, reap them, carry out the plan.
+
+The worker table (pid -> WorkerSlot) lives here, with everything the master
+does *to* workers: spawn (fork), read their channel messages, reap them,
+and the decisions of supervise.plan (tell to stop, name-request signal,
+SIGABRT, SIGKILL). What to do is never decided here; what a worker's READY
+or exit means for the master (backoff, rollback, start-up) is the master's,
+told through `on_ready` and `on_exit`.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterable
+
+from preforkd import logs
+from preforkd.config import Config
+from preforkd.control import Channel, FromWorker, ToWorker
+from preforkd.listeners import Listener
+from preforkd.process import EX_BOOT, EventLog, describe_status
+from preforkd.scoreboard import Scoreboard
+from preforkd.signals import NAME_BUSY_SIGNAL, block, restore
+from preforkd.supervise import (
+    Abort,
+    Decision,
+    Kill,
+    NameRequest,
+    Spawn,
+    State,
+    Stop,
+    StopMode,
+    WorkerSlot,
+)
+from preforkd.worker import worker_main
+
+log = logs.log
+
+
+class Pool:
+    def __init__(self, scoreboard: Scoreboard, selector: selectors.BaseSelector,
+                 events: EventLog, handled: Iterable[signal.Signals],
+                 in_child: Callable[[], None], on_ready: Callable[[WorkerSlot], None],
+                 on_exit: Callable[[WorkerSlot, str], None]) -> None:
+        self.workers: dict[int, WorkerSlot] = {}  # pid -> slot
+        self.scoreboard = scoreboard
+        self.selector = selector
+        self.events = events
+        self.handled = tuple(handled)  # blocked around fork
+        self.in_child = in_child  # the master closes what is its own in a new child
+        self.on_ready = on_ready
+        self.on_exit = on_exit  # (worker, how it ended) once it has been reaped
+
+    def beats(self) -> dict[int, float]:
+        return {w.pid: self.scoreboard.heartbeat(w.slot) for w in self.workers.values()}
+
+    def carry_out(self, decisions: Iterable[Decision], config: Config,
+                  listeners: list[Listener]) -> None:
+        """Do what supervise.plan decided (`config` and `listeners`: for new workers)."""
+        for d in decisions:
+            if isinstance(d, Spawn):
+                self.spawn(d.index, d.generation, config, listeners)
+                continue
+            w = self.workers[d.pid]
+            if isinstance(d, Stop):
+                self._stop(w, d)
+            elif isinstance(d, NameRequest):
+                # First the worker names the request it is stuck in (its handler finds it
+                # on the interrupted stack, so requests pay nothing for this), then
+                # SIGABRT: faulthandler dumps the stack to the log.
+                self.event("timeout", w)
+                w.aborted, w.abort_at, w.state = True, d.abort_at, State.DRAINING
+                self._signal(w, NAME_BUSY_SIGNAL)
+            elif isinstance(d, Abort):
+                self._abort(w, d, config.timeout)
+            elif isinstance(d, Kill):
+                self._signal(w, signal.SIGKILL)
+                w.kill_at = d.again_at
+
+    def tell_all(self, order: ToWorker) -> None:
+        for w in self.workers.values():
+            if w.channel is not None:
+                w.channel.send(order)
+
+    # -- spawn ----------------------------------------------------------------
+    def spawn(self, index: int, generation: int, config: Config,
+              listeners: list[Listener]) -> WorkerSlot:
+        """Fork a worker: the one seam where a later preload mode forks from a
+        per-generation template instead."""
+        now = time.monotonic()
+        used = {w.slot for w in self.workers.values()}
+        slot_no = next(i for i in range(self.scoreboard.slots) if i not in used)
+        master_end, worker_end = socket.socketpair()
+        self.scoreboard.claim(slot_no, 0, index, generation, now)
+        mask = block(self.handled)
+        pid = os.fork()
+        if pid == 0:  # the child: shed the master's state, become a worker
+            code = EX_BOOT
+            try:
+                master_end.close()
+                self.in_child()
+                self.close_channels()
+                restore(mask)
+                code = worker_main(config, listeners, index, generation, self.scoreboard,
+                                   slot_no, worker_end)
+            finally:
+                os._exit(code)
+        restore(mask)
+        worker_end.close()
+        self.scoreboard.set_pid(slot_no, pid)
+        w = WorkerSlot(index, generation, pid, slot_no, Channel(master_end), now)
+        self.workers[pid] = w
+        self.selector.register(master_end.fileno(), selectors.EVENT_READ,
+                               lambda: self._read(w))
+        log.info("worker=%d pid=%d gen=%d event=spawned", index, pid, generation)
+        self.event("spawned", w)
+        return w
+
+    def close_channels(self) -> None:
+        for w in self.workers.values():
+            if w.channel is not None:
+                w.channel.close()
+
+    # -- hear and reap ----------------------------------------------------------
+    def _read(self, w: WorkerSlot) -> None:
+        messages = w.channel.receive() if w.channel is not None else None
+        if messages is None:  # the worker exited (or closed it); reaping does the rest
+            self._forget_channel(w)
+            return
+        for kind, text in messages:
+            if kind is FromWorker.READY and w.state is State.BOOTING:
+                w.state = State.READY
+                log.info("worker=%d pid=%d gen=%d event=ready boot=%.3fs", w.index, w.pid,
+                         w.generation, time.monotonic() - w.spawned_at)
+                self.event("ready", w)
+                self.on_ready(w)
+            elif kind is FromWorker.ERROR:
+                w.error = text
+
+    def _forget_channel(self, w: WorkerSlot) -> None:
+        if w.channel is None:
+            return
+        try:
+            self.selector.unregister(w.channel)
+        except (KeyError, ValueError):
+            pass
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            w = self.workers.pop(pid, None)
+            if w is not None:
+                self._exited(w, status)
+
+    def _exited(self, w: WorkerSlot, status: int) -> None:
+        self._read(w)  # a last "error" line may still be in the channel
+        self._forget_channel(w)
+        if w.channel is not None:
+            w.channel.close()
+        self.scoreboard.release(w.slot)
+        how = describe_status(status)
+        level = log.info if w.state is State.DRAINING else log.error
+        level("worker=%d pid=%d gen=%d event=exited status=%s", w.index, w.pid,
+              w.generation, how)
+        self.event("exited", w, status=how.replace(" ", "-"))
+        self.on_exit(w, how)
+
+    # -- stop and kill ------------------------------------------------------------
+    def _stop(self, w: WorkerSlot, d: Stop) -> None:
+        graceful = d.mode is StopMode.GRACEFUL
+        w.state, w.stop, w.kill_at = State.DRAINING, d.mode, d.kill_at
+        order = ToWorker.GRACEFUL if graceful else ToWorker.FAST
+        if w.channel is None or not w.channel.send(order):
+            self._signal(w, signal.SIGTERM if graceful else signal.SIGINT)
+        log.info("worker=%d pid=%d gen=%d event=stopping mode=%s", w.index, w.pid,
+                 w.generation, d.mode.value)
+
+    def _abort(self, w: WorkerSlot, d: Abort, timeout: float) -> None:
+        info = self.scoreboard.read(w.slot)
+        # A request stamped after the last beat is the one the worker is stuck in.
+        busy = f" request={info.request!r}" if info.request_started > info.heartbeat > 0 else ""
+        log.error("worker=%d pid=%d gen=%d event=timeout age=%.1f limit=%.1f%s action=kill",
+                  w.index, w.pid, w.generation, time.monotonic() - info.heartbeat, timeout,
+                  busy)
+        self._signal(w, signal.SIGABRT)
+        w.abort_at, w.kill_at = 0.0, d.kill_at
+
+    def _signal(self, w: WorkerSlot, sig: signal.Signals) -> None:
+        try:
+            os.kill(w.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def event(self, name: str, w: WorkerSlot, **extra: object) -> None:
+        """A lifecycle event line about `w` (PREFORKD_EVENTS names the file)."""
+        self.events.write(name, index=w.index, gen=w.generation, pid=w.pid, **extra)
