@@ -25,10 +25,11 @@ def server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start preforkd with extra CLI args; every server is stopped, reaped and its log checked."""
     started: list[Server] = []
 
-    def start(*args: str, config: str | None = None, bind: bool = True) -> Server:
+    def start(*args: str, config: str | None = None, bind: bool = True,
+              env: dict[str, str] | None = None) -> Server:
         d = tmp_path / f"s{len(started)}"
         d.mkdir()
-        srv = Server(d, list(args), config=config, bind=bind)
+        srv = Server(d, list(args), config=config, bind=bind, env=env)
         started.append(srv)
         return srv
 

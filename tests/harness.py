@@ -75,7 +75,7 @@ def env_for_server() -> dict[str, str]:
 
 class Server:
     def __init__(self, tmp_path: Path, args: list[str], config: str | None = None,
-                 bind: bool = True) -> None:
+                 bind: bool = True, env: dict[str, str] | None = None) -> None:
         self.dir = tmp_path
         self.pidfile = tmp_path / "preforkd.pid"
         self.errlog = tmp_path / "error.log"
@@ -98,7 +98,7 @@ class Server:
             pass_fds = (self.listen_sock.fileno(),)
             argv += ["-b", f"fd://{self.listen_sock.fileno()}"]
         argv += args
-        env = env_for_server()
+        env = {**env_for_server(), **(env or {})}
         env["PREFORKD_EVENTS"] = str(self.events_path)
         self.out = open(self.errlog, "ab")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.out,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from preforkd.commands import BY_WORD, Command
 from preforkd.config import FIELDS, Config, ConfigError, control_path_for
 from preforkd.listeners import ListenError, open_listeners, systemd_fds
 from preforkd.process import resolve_user
+from preforkd.upgrade import UPGRADE_ENV, inherited_ready_fd
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -77,9 +79,13 @@ def start(config_path: str, **options: Any) -> None:
         logs.setup(cfg.log_level, cfg.error_log)
     except OSError as e:
         fail(f"error_log: cannot open {cfg.error_log}: {e.strerror}")
-    ready_fd = daemonize(cfg.error_log) if cfg.daemon else -1
+    # A new master started by an upgrade (USR2) reports to the old one, and is detached.
+    upgraded = os.environ.pop(UPGRADE_ENV, "") == "1"
+    ready_fd = inherited_ready_fd()
+    if ready_fd < 0 and cfg.daemon:
+        ready_fd = daemonize(cfg.error_log)
     try:
-        code = Master(cfg, overrides, listeners, ready_fd).run()
+        code = Master(cfg, overrides, listeners, ready_fd, sys.argv[1:], upgraded).run()
     except pidfile.PidFileError as e:
         fail(str(e))
     sys.exit(code)
@@ -197,11 +203,7 @@ def stop(config_path: str, pid: str | None, fast: bool, wait: float) -> None:
     command = BY_WORD["stop fast" if fast else "stop"]
     if ask(path, command, 5.0) is None:
         os.kill(master, command.signals[0])
-    deadline = time.monotonic() + wait
-    while pidfile.is_master(master):
-        if time.monotonic() > deadline:
-            fail(f"master pid {master} still running after {wait:.0f}s")
-        time.sleep(0.05)
+    _wait_gone(master, wait)
     click.echo(f"preforkd: master pid {master} stopped")
 
 
@@ -221,6 +223,33 @@ def reload(config_path: str, pid: str | None, wait: float) -> None:
                    "(no control socket: no report)")
         return
     _report(reply)
+
+
+@main.command()
+@with_pid
+@click.option("--wait", default=120.0, show_default=True, help="seconds to wait for each step")
+def upgrade(config_path: str, pid: str | None, wait: float) -> None:
+    """Start a new master (new code, new config) on the same sockets, then stop the old
+    one gracefully; exits 0 with the new master's pid, 1 and why (the old one serves on)."""
+    path = _pid_path(config_path, pid)
+    old = running_master(path)
+    reply = ask(path, BY_WORD["upgrade"], wait)
+    if reply is None:
+        fail(f"no control socket at {control_path_for(path)}: send USR2 to master pid {old}")
+    if not reply.startswith("ok"):
+        _report(reply)
+    new = int(reply.split("pid", 1)[1].split()[0])
+    os.kill(old, signal.SIGQUIT)  # graceful with either `signals` setting
+    _wait_gone(old, wait)
+    click.echo(f"preforkd: upgraded: master pid {new} serves; old master pid {old} stopped")
+
+
+def _wait_gone(pid: int, wait: float) -> None:
+    deadline = time.monotonic() + wait
+    while pidfile.is_master(pid):
+        if time.monotonic() > deadline:
+            fail(f"master pid {pid} still running after {wait:.0f}s")
+        time.sleep(0.05)
 
 
 @main.command()

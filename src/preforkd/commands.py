@@ -47,6 +47,7 @@ class Action(enum.Enum):
     GRACEFUL_STOP = "graceful-stop"
     RELOAD = "reload"
     REOPEN = "reopen"
+    UPGRADE = "upgrade"
     STOP_WORKERS = "stop-workers"
     ADD_WORKER = "add-worker"
     REMOVE_WORKER = "remove-worker"
@@ -92,19 +93,25 @@ COMMANDS: tuple[Command, ...] = (
             "to boot, the new generation is dropped and the old one keeps serving."),
     Command(Action.REOPEN, 3, (S.SIGUSR1,), None, "reopen", lambda m, r: m.reopen_logs(r),
             "reopen log files, in the master and every worker."),
-    Command(Action.STOP_WORKERS, 4, (S.SIGWINCH,), None, None,
+    Command(Action.UPGRADE, 4, (S.SIGUSR2,), None, "upgrade", lambda m, r: m.upgrade(r),
+            "upgrade: start a new master (new code, new config) that inherits the listening "
+            "sockets; the pid file is `<pid>.oldbin` until the new master serves and writes "
+            "its own. Both serve until QUIT/TERM to the old master completes the upgrade; "
+            "to roll back, HUP the old master (after a WINCH) and QUIT the new one. A new "
+            "master that fails leaves the old one serving, pid file restored."),
+    Command(Action.STOP_WORKERS, 5, (S.SIGWINCH,), None, None,
             lambda m, r: m.stop_workers(),
             "stop all workers gracefully, keep the master and the listeners (TTIN or HUP "
             "bring workers back)."),
-    Command(Action.ADD_WORKER, 4, (S.SIGTTIN,), None, None,
+    Command(Action.ADD_WORKER, 5, (S.SIGTTIN,), None, None,
             lambda m, r: m.want_workers(m.num_workers + 1),
             "one worker more."),
-    Command(Action.REMOVE_WORKER, 4, (S.SIGTTOU,), None, None,
+    Command(Action.REMOVE_WORKER, 5, (S.SIGTTOU,), None, None,
             lambda m, r: m.want_workers(m.num_workers - 1),
             "one worker fewer: the highest index retires, once every other one is ready."),
-    Command(Action.STATUS, 5, (), None, "status", lambda m, r: m.report_status(r),
+    Command(Action.STATUS, 6, (), None, "status", lambda m, r: m.report_status(r),
             while_stopping=True),
-    Command(Action.REAP, 6, (S.SIGCHLD,), None, None, None,
+    Command(Action.REAP, 7, (S.SIGCHLD,), None, None, None,
             "reap; a worker that died unexpectedly is replaced with the same index."),
 )
 

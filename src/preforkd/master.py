@@ -49,10 +49,12 @@ from preforkd.commands import BY_WORD, Command, signal_table
 from preforkd.config import Config, ConfigError
 from preforkd.control import ControlServer, Reply, ToWorker
 from preforkd.listeners import Listener, ListenError, rebind
+from preforkd.notify import Notifier
 from preforkd.pool import Pool
 from preforkd.process import (
     EventLog,
     StartupReport,
+    describe_status,
     drop_to_user,
     raise_nofile_limit,
     rss_kib,
@@ -61,6 +63,7 @@ from preforkd.process import (
 from preforkd.scoreboard import Scoreboard
 from preforkd.signals import SignalPipe
 from preforkd.supervise import Goal, State, StopMode, Verdict, WorkerSlot, judge_boot_failure, plan
+from preforkd.upgrade import Upgrade, child_argv
 
 log = logs.log
 
@@ -79,8 +82,13 @@ class Rollout:
 
 class Master:
     def __init__(self, config: Config, overrides: dict[str, Any],
-                 listeners: list[Listener], ready_fd: int = -1) -> None:
+                 listeners: list[Listener], ready_fd: int = -1, argv: list[str] | None = None,
+                 upgraded: bool = False) -> None:
         self.config = config
+        self.argv = argv or []  # how we were started: an upgrade starts the new master so
+        self.upgraded = upgraded  # we are that new master: the pid file waits until we serve
+        self.upgrading: Upgrade | None = None  # a new master we started (USR2)
+        self.notify = Notifier()  # sd_notify (NOTIFY_SOCKET)
         self.overrides = overrides  # command-line values, re-applied on every reload
         self.listeners = listeners
         self.startup = StartupReport(ready_fd)  # --daemon: the waiting parent hears the outcome
@@ -101,21 +109,20 @@ class Master:
         self.control: ControlServer[Command] | None = None
         self.selector = selectors.DefaultSelector()
         self.pool = Pool(self.scoreboard, self.selector, self.events, self.signal_commands,
-                         self._close_in_child, self._worker_ready, self._worker_exited)
+                         self._close_in_child, self._worker_ready, self._worker_exited,
+                         self._other_child_exited)
         self.workers = self.pool.workers  # pid -> WorkerSlot
 
     # -- setup and teardown ---------------------------------------------------
     def run(self) -> int:
         set_title(f"master [{self.config.config_path or ' '.join(self.config.bind)}]")
         raise_nofile_limit(self.config)
-        pidfile.write(self.config.pid, self.pid)
+        if not self.upgraded:
+            pidfile.write(self.config.pid, self.pid)
         self.signals = SignalPipe(self.signal_commands)
         self.selector.register(self.signals.fileno(), selectors.EVENT_READ, self._read_signals)
-        self.control = ControlServer.open(self.config.control_path, BY_WORD,
-                                          lambda cmd, reply: self.pending.append((cmd, reply)))
-        if self.control is not None:
-            self.selector.register(self.control.fileno(), selectors.EVENT_READ,
-                                   self.control.accept)
+        if not self.upgraded:  # (a new master takes the control socket once it serves)
+            self._open_control()
         keep = [self.config.pid, self.config.control_path]
         drop_to_user(self.config.user, self.config.group,
                      keep + ([self.config.error_log] if self.config.error_log != "-" else []))
@@ -127,12 +134,28 @@ class Master:
             self._teardown()
         return self.exit_code
 
-    def _teardown(self) -> None:
-        for lst in self.listeners:
-            lst.close(unlink=True)
+    def _open_control(self) -> None:
+        """Bind the control socket (again, after a rolled-back upgrade: the new master
+        that had taken the path removed it on its way out)."""
         if self.control is not None:
-            self.control.close()
+            self.selector.unregister(self.control.fileno())
+            self.control.close(unlink=False)
+        self.control = ControlServer.open(self.config.control_path, BY_WORD,
+                                          lambda cmd, reply: self.pending.append((cmd, reply)))
+        if self.control is not None:
+            self.selector.register(self.control.fileno(), selectors.EVENT_READ,
+                                   self.control.accept)
+
+    def _teardown(self) -> None:
+        handed_over = self.upgrading is not None and self.upgrading.ready
+        for lst in self.listeners:
+            lst.close(unlink=not handed_over)  # (a new master serves the unix sockets)
+        if self.control is not None:
+            self.control.close(unlink=not handed_over)  # (its path is the new master's now)
+        if handed_over:
+            self.upgrading.remove_oldbin()
         pidfile.remove(self.config.pid, self.pid)
+        self.notify.close()
         log.info("event=exit code=%d", self.exit_code)
 
     # -- the loop -------------------------------------------------------------
@@ -182,6 +205,9 @@ class Master:
             waiter.close()
         self.events.close()
         self.startup.close()
+        self.notify.close()
+        if self.upgrading is not None:
+            self.upgrading.close()
 
     def _worker_ready(self, w: WorkerSlot) -> None:
         self.boot_failures = 0
@@ -210,12 +236,17 @@ class Master:
         if not self.started:
             self.started = True
             log.info("event=serving workers=%d", self.num_workers)
+            if self.upgraded:  # the upgrade is ours now
+                pidfile.write(self.config.pid, self.pid)
+                self._open_control()
             self.startup.send("ok")
+            self.notify.ready(f"serving, {self.num_workers} workers")
         if self.rollout is not None:
             took = time.monotonic() - self.rollout.started_at
             log.info("event=reload-done gen=%d took=%.3fs", self.generation, took)
             self._finish_rollout(f"ok generation {self.generation} serving ({took:.2f}s)")
             self.events.write("reloaded", gen=self.generation)
+            self.notify.ready(f"generation {self.generation} serving")
 
     # -- commands (the rows of preforkd.commands call these) ---------------------
     def stop(self, mode: StopMode, reply: Reply | None = None) -> None:
@@ -227,8 +258,10 @@ class Master:
             mode = StopMode.FAST  # a second stop during a graceful one makes it fast
         log.info("event=stopping mode=%s workers=%d", mode.value, len(self.workers))
         self.stopping = mode  # the plan tells the workers
+        self.notify.stopping()
+        handed_over = self.upgrading is not None and self.upgrading.ready
         for lst in self.listeners:
-            lst.close(unlink=True)  # workers hold their own copies until they finish
+            lst.close(unlink=not handed_over)  # workers hold their own copies until they finish
         self.listeners = []
         if self.rollout is not None:
             self._finish_rollout("error stopped during the reload")
@@ -238,11 +271,13 @@ class Master:
             if waiter is not None:
                 waiter.send("error the master is stopping")
             return
+        self.notify.reloading()
         try:
             new = configmod.load(self.config.config_path, self.overrides)
             listeners = rebind(self.listeners, new.bind, new.backlog, new.unix_socket_mode)
         except (ConfigError, ListenError) as e:
             log.error("event=reload-refused error=%s", e)
+            self.notify.ready(f"reload refused: {e}")
             if waiter is not None:
                 waiter.send(f"error reload refused: {e}")
             return
@@ -271,12 +306,57 @@ class Master:
         self.num_workers = self.config.workers
         self._finish_rollout(f"error {why}; generation {self.generation} keeps serving")
         self.events.write("reload-failed", gen=self.generation)
+        self.notify.ready(f"reload failed; generation {self.generation} serving")
 
     def _finish_rollout(self, message: str) -> None:
         if self.rollout is not None:
             for waiter in self.rollout.waiters:
                 waiter.send(message)
             self.rollout = None
+
+    def upgrade(self, reply: Reply | None = None) -> None:
+        if self.stopping or self.upgrading is not None:
+            if reply is not None:
+                reply.send("error " + ("the master is stopping" if self.stopping else
+                                       f"an upgrade is under way (new master pid "
+                                       f"{self.upgrading.pid})"))
+            return
+        try:
+            up = Upgrade.begin(self.listeners, child_argv(self.argv), self.notify.child_env(),
+                               self.config.pid, self.pid)
+        except OSError as e:
+            log.error("event=upgrade-failed error=%s", e)
+            if reply is not None:
+                reply.send(f"error cannot start a new master: {e}")
+            return
+        if reply is not None:
+            up.waiters.append(reply)
+        self.upgrading = up
+        self.selector.register(up.ready_fd, selectors.EVENT_READ, self._upgrade_heard)
+        log.info("event=upgrade new_master=%d pid_file=%s.oldbin", up.pid, self.config.pid)
+
+    def _upgrade_heard(self) -> None:
+        up = self.upgrading
+        assert up is not None
+        message = up.hear()
+        if message is None:
+            return
+        self.selector.unregister(up.ready_fd)
+        up.conclude(message)
+        if up.ready:
+            self.notify.main_pid(up.pid, f"upgraded: master pid {up.pid}")
+
+    def _other_child_exited(self, pid: int, status: int) -> None:
+        up = self.upgrading
+        if up is None or pid != up.pid:
+            return
+        log.info("event=new-master-exited pid=%d status=%s", pid, describe_status(status))
+        if up.ready:  # a rollback: the old master is the one again
+            up.restore_pid_file()
+            self._open_control()
+        elif up.ready_fd >= 0:
+            self._upgrade_heard()  # (its report, or the EOF that says it failed)
+        self.upgrading = None
 
     def reopen_logs(self, reply: Reply | None = None) -> None:
         logs.reopen(self.config.error_log)
@@ -294,17 +374,19 @@ class Master:
 
     def report_status(self, reply: Reply | None) -> None:
         if reply is not None:
-            reply.send(json.dumps(self.status()))
+            reply.send(json.dumps(status_document(self)))
 
-    def status(self) -> dict[str, Any]:
-        workers = []
-        for info in self.scoreboard.snapshot():
-            w = self.workers.get(info["pid"])
-            if w is not None:  # (key order as before: index, pid, generation, state, ...)
-                workers.append({"index": w.index, "pid": w.pid, "generation": w.generation,
-                                "state": w.state.value, **info, "rss_kib": rss_kib(w.pid)})
-        workers.sort(key=lambda d: (d["generation"], d["index"]))
-        return {"master": self.pid, "generation": self.generation,
-                "workers_wanted": self.num_workers,
-                "stopping": self.stopping.value if self.stopping else None,
-                "reloading": self.rollout is not None, "workers": workers}
+
+def status_document(master: Master) -> dict[str, Any]:
+    """What `preforkd status` shows: the master, and each worker with its state and RSS."""
+    workers = []
+    for info in master.scoreboard.snapshot():
+        w = master.workers.get(info["pid"])
+        if w is not None:  # (key order as before: index, pid, generation, state, ...)
+            workers.append({"index": w.index, "pid": w.pid, "generation": w.generation,
+                            "state": w.state.value, **info, "rss_kib": rss_kib(w.pid)})
+    workers.sort(key=lambda d: (d["generation"], d["index"]))
+    return {"master": master.pid, "generation": master.generation,
+            "workers_wanted": master.num_workers,
+            "stopping": master.stopping.value if master.stopping else None,
+            "reloading": master.rollout is not None, "workers": workers}

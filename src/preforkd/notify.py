@@ -23,7 +23,9 @@ log = logs.log
 class Notifier:
     def __init__(self, address: str | None = None) -> None:
         if address is None:
-            address = os.environ.get("NOTIFY_SOCKET", "")
+            # Taken out of the environment: workers and the app are not the service.
+            address = os.environ.pop("NOTIFY_SOCKET", "")
+        self.given = address  # as NOTIFY_SOCKET said it, for a new master (upgrade)
         if address.startswith("@"):
             address = "\0" + address[1:]
         self.address = address
@@ -61,6 +63,13 @@ class Notifier:
 
     def main_pid(self, pid: int, status: str) -> None:
         self.send(MAINPID=pid, STATUS=status)
+
+    def child_env(self) -> dict[str, str]:
+        """The environment for a new master (an upgrade): ours, with NOTIFY_SOCKET."""
+        env = dict(os.environ)
+        if self.given:
+            env["NOTIFY_SOCKET"] = self.given
+        return env
 
     def close(self) -> None:
         if self._sock is not None:

@@ -44,7 +44,8 @@ class Pool:
     def __init__(self, scoreboard: Scoreboard, selector: selectors.BaseSelector,
                  events: EventLog, handled: Iterable[signal.Signals],
                  in_child: Callable[[], None], on_ready: Callable[[WorkerSlot], None],
-                 on_exit: Callable[[WorkerSlot, str], None]) -> None:
+                 on_exit: Callable[[WorkerSlot, str], None],
+                 on_other: Callable[[int, int], None] | None = None) -> None:
         self.workers: dict[int, WorkerSlot] = {}  # pid -> slot
         self.scoreboard = scoreboard
         self.selector = selector
@@ -53,6 +54,7 @@ class Pool:
         self.in_child = in_child  # the master closes what is its own in a new child
         self.on_ready = on_ready
         self.on_exit = on_exit  # (worker, how it ended) once it has been reaped
+        self.on_other = on_other  # (pid, status) of a child that is no worker (a new master)
 
     def beats(self) -> dict[int, float]:
         return {w.pid: self.scoreboard.heartbeat(w.slot) for w in self.workers.values()}
@@ -159,6 +161,8 @@ class Pool:
             w = self.workers.pop(pid, None)
             if w is not None:
                 self._exited(w, status)
+            elif self.on_other is not None:
+                self.on_other(pid, status)
 
     def _exited(self, w: WorkerSlot, status: int) -> None:
         self._read(w)  # a last "error" line may still be in the channel

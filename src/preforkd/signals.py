@@ -20,7 +20,9 @@ S = signal.Signals
 WORKER_SIGNALS = (S.SIGTERM, S.SIGQUIT, S.SIGINT, S.SIGUSR1)
 # Master to a worker whose loop went silent: write the request you are stuck in to the
 # scoreboard (a Python handler, run in the stuck code; then SIGABRT dumps the stack).
-NAME_BUSY_SIGNAL = S.SIGUSR2
+# A real-time signal, outside what operators send (USR2 is the master's upgrade, and
+# `systemctl kill` or `kill -- -PGID` reach the workers too).
+NAME_BUSY_SIGNAL = S.SIGRTMIN
 
 
 _KNOWN = frozenset(int(s) for s in S)

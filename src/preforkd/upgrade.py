@@ -16,8 +16,12 @@ import fcntl
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
+from preforkd import logs
 from preforkd.listeners import SD_LISTEN_FDS_START, Listener
+
+log = logs.log
 
 READY_FD_ENV = "PREFORKD_READY_FD"
 UPGRADE_ENV = "PREFORKD_UPGRADE"  # set in the new master: write the pid file once ready
@@ -66,3 +70,87 @@ def inherited_ready_fd() -> int:
     fd = int(value)
     os.set_inheritable(fd, False)
     return fd
+
+
+class Upgrade:
+    """An upgrade in progress, as the old master sees it."""
+
+    def __init__(self, pid: int, ready_fd: int, pid_path: str, old_pid: int) -> None:
+        self.pid = pid  # the new master
+        self.ready_fd = ready_fd
+        self.pid_path = pid_path
+        self.old_pid = old_pid
+        self.ready = False  # the new master said it serves
+        self.waiters: list[Any] = []  # control-socket replies waiting for the outcome
+        self._heard = b""
+
+    @classmethod
+    def begin(cls, listeners: Sequence[Listener], argv: Sequence[str], env: dict[str, str],
+              pid_path: str, old_pid: int) -> Upgrade:
+        """Rename the pid file to .oldbin and start the new master (OSError: neither)."""
+        os.rename(pid_path, oldbin_path(pid_path))
+        try:
+            pid, ready_fd = spawn_master(listeners, argv, env)
+        except OSError:
+            os.rename(oldbin_path(pid_path), pid_path)
+            raise
+        return cls(pid, ready_fd, pid_path, old_pid)
+
+    def hear(self) -> str | None:
+        """Read the new master's report: None until a whole line (or EOF) came."""
+        try:
+            data = os.read(self.ready_fd, 4096)
+        except BlockingIOError:
+            return None
+        except OSError:
+            data = b""
+        self._heard += data
+        if data and b"\n" not in self._heard:
+            return None
+        line = self._heard.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+        return line or "error the new master exited before it served"
+
+    def conclude(self, message: str) -> None:
+        """The new master's report came: "ok" (it serves) or why it failed (the old pid
+        file comes back); the waiting `preforkd upgrade` hears which."""
+        self.close()
+        if message.startswith("ok"):
+            self.ready = True
+            log.info("event=upgrade-done new_master=%d", self.pid)
+            reply = f"ok new master pid {self.pid} serving"
+        else:
+            why = message.removeprefix("error ")
+            self.restore_pid_file()
+            log.error("event=upgrade-failed new_master=%d error=%s", self.pid, why)
+            reply = f"error the new master failed: {why}"
+        for waiter in self.waiters:
+            waiter.send(reply)
+        self.waiters = []
+
+    def restore_pid_file(self) -> None:
+        """The old master is the one again: its pid file comes back."""
+        try:
+            os.replace(oldbin_path(self.pid_path), self.pid_path)
+        except OSError:
+            pass
+
+    def remove_oldbin(self) -> None:
+        """The old master exits after a completed upgrade."""
+        path = oldbin_path(self.pid_path)
+        try:
+            with open(path) as f:
+                if f.read().strip() == str(self.old_pid):
+                    os.unlink(path)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self.ready_fd >= 0:
+            os.close(self.ready_fd)
+            self.ready_fd = -1
+
+
+def child_argv(argv: Sequence[str]) -> list[str]:
+    """The new master's arguments: the old one's, without --daemon (it is detached
+    already; daemonizing again would make the process we wait for exit at once)."""
+    return [a for a in argv if a not in ("--daemon", "-D")]

@@ -35,7 +35,7 @@ def test_rows_are_in_priority_order():
 
 
 def test_every_control_word_is_a_cli_verb():
-    assert set(BY_WORD) == {"stop", "stop fast", "reload", "reopen", "status"}
+    assert set(BY_WORD) == {"stop", "stop fast", "reload", "reopen", "upgrade", "status"}
     for word in BY_WORD:
         verb, *flags = word.split()
         assert verb in main.commands
