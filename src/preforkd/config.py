@@ -47,6 +47,16 @@ def _seconds(lo: float = 0.0, allow_zero: bool = True) -> Callable[[Any], float]
     return parse
 
 
+def _fraction(v: Any) -> float:
+    try:
+        f = float(v) if not isinstance(v, bool) else None
+    except (TypeError, ValueError):
+        f = None
+    if f is None or not 0.0 <= f <= 1.0:
+        raise ValueError("a fraction from 0 to 1")
+    return f
+
+
 def _choice(*options: str) -> Callable[[Any], str]:
     expected = "one of " + ", ".join(f'"{o}"' for o in options)
 
@@ -168,6 +178,14 @@ FIELDS: tuple[Field, ...] = (
           "kill a worker whose event loop is silent this long"),
     Field("graceful_timeout", _seconds(), 30.0,
           "on graceful stop or reload, time given to in-flight connections before KILL"),
+    Field("max_requests", _int(0), 0,
+          "replace a worker after this many requests (0: never)"),
+    Field("max_worker_lifetime", _seconds(), 0.0,
+          "replace a worker after this many seconds (0: never)"),
+    Field("max_worker_rss", _int(0), 0,
+          "replace a worker whose RSS grows past this many MiB (0: never)"),
+    Field("recycle_jitter", _fraction, 0.1,
+          "each worker's limits above are drawn from [limit, limit x (1 + this)]"),
     Field("header_timeout", _seconds(allow_zero=False), 20.0,
           "the whole request header must arrive within this (slowloris): 408"),
     Field("body_timeout", _seconds(allow_zero=False), 60.0,
@@ -213,6 +231,10 @@ class Config:
     rlimit_nofile: int
     timeout: float
     graceful_timeout: float
+    max_requests: int
+    max_worker_lifetime: float
+    max_worker_rss: int
+    recycle_jitter: float
     header_timeout: float
     body_timeout: float
     keepalive_timeout: float

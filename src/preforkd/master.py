@@ -169,7 +169,8 @@ class Master:
             self.pool.reap()
             if self.stopping and not self.workers:
                 return
-            p = plan(self.workers.values(), self._goal(), self.pool.beats(), time.monotonic())
+            p = plan(self.workers.values(), self._goal(), self.pool.beats(), time.monotonic(),
+                     self.pool.usage())
             self.pool.carry_out(p.decisions, self.config, self.listeners)
             if p.all_ready:
                 self._all_ready()
@@ -384,7 +385,8 @@ def status_document(master: Master) -> dict[str, Any]:
         w = master.workers.get(info["pid"])
         if w is not None:  # (key order as before: index, pid, generation, state, ...)
             workers.append({"index": w.index, "pid": w.pid, "generation": w.generation,
-                            "state": w.state.value, **info, "rss_kib": rss_kib(w.pid)})
+                            "state": "retiring" if w.retiring else w.state.value, **info,
+                            "rss_kib": rss_kib(w.pid), "retiring": w.retiring or None})
     workers.sort(key=lambda d: (d["generation"], d["index"]))
     return {"master": master.pid, "generation": master.generation,
             "workers_wanted": master.num_workers,

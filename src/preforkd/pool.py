@@ -11,6 +11,7 @@ told through `on_ready` and `on_exit`.
 from __future__ import annotations
 
 import os
+import random
 import selectors
 import signal
 import socket
@@ -21,7 +22,7 @@ from preforkd import logs
 from preforkd.config import Config
 from preforkd.control import Channel, FromWorker, ToWorker
 from preforkd.listeners import Listener
-from preforkd.process import EX_BOOT, EventLog, describe_status
+from preforkd.process import EX_BOOT, EventLog, describe_status, rss_kib
 from preforkd.scoreboard import Scoreboard
 from preforkd.signals import NAME_BUSY_SIGNAL, block, restore
 from preforkd.supervise import (
@@ -29,6 +30,7 @@ from preforkd.supervise import (
     Decision,
     Kill,
     NameRequest,
+    Retire,
     Spawn,
     State,
     Stop,
@@ -81,6 +83,11 @@ class Pool:
             elif isinstance(d, Kill):
                 self._signal(w, signal.SIGKILL)
                 w.kill_at = d.again_at
+            elif isinstance(d, Retire):
+                w.retiring = d.reason
+                log.info("worker=%d pid=%d gen=%d event=recycle reason=%s", w.index, w.pid,
+                         w.generation, d.reason)
+                self.event("recycle", w, reason=d.reason.split()[0])
 
     def tell_all(self, order: ToWorker) -> None:
         for w in self.workers.values():
@@ -114,6 +121,7 @@ class Pool:
         worker_end.close()
         self.scoreboard.set_pid(slot_no, pid)
         w = WorkerSlot(index, generation, pid, slot_no, Channel(master_end), now)
+        _draw_limits(w, config, now)
         self.workers[pid] = w
         self.selector.register(master_end.fileno(), selectors.EVENT_READ,
                                lambda: self._read(w))
@@ -186,6 +194,7 @@ class Pool:
             self._signal(w, signal.SIGTERM if graceful else signal.SIGINT)
         log.info("worker=%d pid=%d gen=%d event=stopping mode=%s", w.index, w.pid,
                  w.generation, d.mode.value)
+        self.event("stopping", w, mode=d.mode.value)
 
     def _abort(self, w: WorkerSlot, d: Abort, timeout: float) -> None:
         info = self.scoreboard.read(w.slot)
@@ -203,6 +212,22 @@ class Pool:
         except ProcessLookupError:
             pass
 
+    def usage(self) -> dict[int, tuple[int, int]]:
+        """pid -> (requests served, RSS in KiB), for the recycling limits."""
+        return {w.pid: (self.scoreboard.read(w.slot).requests, rss_kib(w.pid))
+                for w in self.workers.values() if w.max_requests or w.max_rss_kib}
+
     def event(self, name: str, w: WorkerSlot, **extra: object) -> None:
         """A lifecycle event line about `w` (PREFORKD_EVENTS names the file)."""
         self.events.write(name, index=w.index, gen=w.generation, pid=w.pid, **extra)
+
+
+def _draw_limits(w: WorkerSlot, config: Config, now: float) -> None:
+    """This worker's recycling limits: each drawn from [limit, limit x (1 + jitter)], so
+    workers started together are not all replaced together."""
+    def draw(limit: float) -> float:
+        return limit * (1.0 + random.uniform(0.0, config.recycle_jitter)) if limit else 0.0
+
+    w.max_requests = int(draw(config.max_requests))
+    w.retire_at = now + draw(config.max_worker_lifetime) if config.max_worker_lifetime else 0.0
+    w.max_rss_kib = int(draw(config.max_worker_rss * 1024))

@@ -26,14 +26,18 @@ The rules, in the order plan applies them:
    a fast stop every worker not yet told so is told to exit now, with
    FAST_STOP_GRACE before SIGKILL. Nothing is spawned or retired.
 4. Otherwise, keep the count. Each index 0..workers-1 missing from the
-   current generation is spawned (the index survives respawns), but not
-   before `spawn_not_before` (the boot-failure backoff), and during a reload
-   only one while no worker of the new generation is READY yet (the canary).
-   A worker is retired (told to drain) once its successor is up, so capacity
-   never dips: an old-generation worker once the current worker with its
-   index is READY, a surplus index once every wanted worker is READY, and at
-   once a worker of a generation newer than the current one (a reload that
-   was rolled back).
+   current generation (or held by a retiring worker) is spawned (the index
+   survives respawns), but not before `spawn_not_before` (the boot-failure
+   backoff), and during a reload only one while no worker of the new
+   generation is READY yet (the canary). A worker is retired (told to
+   drain) once its successor is up, so capacity never dips: an old-generation
+   or retiring worker once the current worker with its index is READY, a
+   surplus index once every wanted worker is READY, and at once a worker of
+   a generation newer than the current one (a reload that was rolled back).
+5. Recycling. Once every wanted worker is READY and none is retiring, the
+   first READY worker past one of its limits (max_requests, max_worker_lifetime,
+   max_worker_rss; drawn with jitter at spawn) retires: rule 4 then spawns its
+   successor and stops it once that one is READY. One at a time.
 
 `judge_boot_failure` says what a death before READY means: give up (at
 start-up), roll the reload back, or back off (0.5 s doubling to 30 s).
@@ -86,6 +90,12 @@ class WorkerSlot:
     aborted: bool = False  # a heartbeat timeout: being killed
     abort_at: float = 0.0  # when to SIGABRT it (it first gets to name its request)
     error: str = ""  # what the worker reported before dying at boot
+    # Recycling limits, drawn with jitter when it is spawned (0: none), and why it is
+    # being replaced once it passed one ("": it is not).
+    max_requests: int = 0
+    retire_at: float = 0.0  # max_worker_lifetime's deadline
+    max_rss_kib: int = 0
+    retiring: str = ""
 
 
 @dataclass(frozen=True)
@@ -140,7 +150,16 @@ class Kill:
     again_at: float
 
 
-Decision = Spawn | Stop | NameRequest | Abort | Kill
+@dataclass(frozen=True)
+class Retire:
+    """Recycle it: a successor with its index is spawned, then it is stopped."""
+
+    pid: int
+    reason: str  # e.g. "max_requests requests=51 limit=53"
+
+
+Decision = Spawn | Stop | NameRequest | Abort | Kill | Retire
+RECYCLE_CHECK = 1.0  # how often request counts and RSS are looked at (when limited)
 
 
 @dataclass
@@ -151,8 +170,9 @@ class Plan:
 
 
 def plan(workers: Iterable[WorkerSlot], goal: Goal, beats: Mapping[int, float],
-         now: float) -> Plan:
-    """The decisions for this turn of the master loop; `beats` maps pid -> last heartbeat."""
+         now: float, usage: Mapping[int, tuple[int, int]] | None = None) -> Plan:
+    """The decisions for this turn of the master loop; `beats` maps pid -> last heartbeat,
+    `usage` pid -> (requests served, RSS in KiB) where recycling limits are set."""
     table = list(workers)
     out = Plan()
     named = _deadlines(table, goal, beats, now, out)
@@ -160,6 +180,8 @@ def plan(workers: Iterable[WorkerSlot], goal: Goal, beats: Mapping[int, float],
         _stop_all(table, goal.stopping, goal, now, out)
     else:
         _keep_count(table, goal, named, now, out)
+        if out.all_ready:
+            _recycle(table, usage or {}, now, out)
     return out
 
 
@@ -205,7 +227,8 @@ def _keep_count(table: list[WorkerSlot], goal: Goal, named: set[int], now: float
                 out: Plan) -> None:
     """Rule 4."""
     live = [w for w in table if w.state is not State.DRAINING and w.pid not in named]
-    current = {w.index: w for w in live if w.generation == goal.generation}
+    # (a retiring worker serves on, but its index is its successor's)
+    current = {w.index: w for w in live if w.generation == goal.generation and not w.retiring}
     ready = {i for i, w in current.items() if w.state is State.READY}
     all_ready = all(i in ready for i in range(goal.workers))
     if now < goal.spawn_not_before:
@@ -221,12 +244,45 @@ def _keep_count(table: list[WorkerSlot], goal: Goal, named: set[int], now: float
             out.decisions.append(Spawn(index, goal.generation))
             have.add(index)
     for w in live:
-        replaced = w.generation != goal.generation and w.index in ready
+        replaced = (w.generation != goal.generation or w.retiring) and w.index in ready
         surplus = w.index >= goal.workers and all_ready
         failed_generation = w.generation > goal.generation
         if replaced or surplus or failed_generation:
             _stop(w, StopMode.GRACEFUL, now + goal.graceful_timeout + KILL_MARGIN, out)
     out.all_ready = all_ready and goal.workers > 0
+
+
+def _recycle(table: list[WorkerSlot], usage: Mapping[int, tuple[int, int]], now: float,
+             out: Plan) -> None:
+    """Rule 5: with every wanted worker READY and none retiring, the first one past a
+    recycling limit retires (one at a time: capacity never dips)."""
+    limited = False
+    for w in table:
+        if w.state is not State.READY or w.retiring:
+            if w.retiring:
+                return  # one at a time
+            continue
+        if w.retire_at:
+            out.wake = min(out.wake, w.retire_at)
+        limited = limited or bool(w.max_requests or w.max_rss_kib)
+        reason = _past_limit(w, usage.get(w.pid), now)
+        if reason:
+            out.decisions.append(Retire(w.pid, reason))
+            out.wake = now  # plan again at once: its successor is spawned next turn
+            return
+    if limited:
+        out.wake = min(out.wake, now + RECYCLE_CHECK)
+
+
+def _past_limit(w: WorkerSlot, usage: tuple[int, int] | None, now: float) -> str:
+    requests, rss_kib = usage or (0, 0)
+    if w.max_requests and requests >= w.max_requests:
+        return f"max_requests requests={requests} limit={w.max_requests}"
+    if w.retire_at and now >= w.retire_at:
+        return "max_worker_lifetime"
+    if w.max_rss_kib and rss_kib >= w.max_rss_kib:
+        return f"max_worker_rss rss_mib={rss_kib // 1024} limit_mib={w.max_rss_kib // 1024}"
+    return ""
 
 
 def _stop(w: WorkerSlot, mode: StopMode, kill_at: float, out: Plan) -> None:

@@ -75,13 +75,13 @@ def test_graceful_stop_serves_or_refuses_new_connections_and_finishes_in_flight(
     assert "served" in outcomes and outcomes[-1] == "refused", outcomes
 
 
-def _one_fresh_request(address) -> str:
+def _one_fresh_request(address, path: str = "/fast") -> str:
     try:
         s = socket.create_connection(address, timeout=5)
     except ConnectionRefusedError:
         return "refused"
     try:
-        s.sendall(b"GET /fast HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path.encode())
         data = _read_all(s)
     except ConnectionResetError:
         return "reset"
@@ -132,3 +132,48 @@ def test_sigkill_workers_under_load_fails_only_their_connections(server):
     assert report["failed"] <= kills * clients, report
     assert report["ok"] > 500
     srv.allowed_errors += ["killed by SIGKILL"]
+
+
+def test_sd_notify_messages_in_order(server, tmp_path):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    sock.settimeout(10)
+    srv = server("-w", "2", env={"NOTIFY_SOCKET": str(tmp_path / "notify")})
+    srv.wait_ready(2)
+    first = sock.recv(4096).decode()
+    srv.signal(signal.SIGHUP)
+    reloading, ready_again = sock.recv(4096).decode(), sock.recv(4096).decode()
+    srv.signal(signal.SIGTERM)
+    stopping = sock.recv(4096).decode()
+    assert srv.wait_exit() == 0
+    assert first.startswith("READY=1\n") and "STATUS=serving, 2 workers" in first
+    fields = dict(line.split("=", 1) for line in reloading.splitlines())
+    assert fields["RELOADING"] == "1"
+    usec = int(fields["MONOTONIC_USEC"])  # CLOCK_MONOTONIC, as systemd compares it
+    assert abs(usec / 1e6 - time.clock_gettime(time.CLOCK_MONOTONIC)) < 30
+    assert ready_again.startswith("READY=1\n") and "generation 2 serving" in ready_again
+    assert stopping.startswith("STOPPING=1\n")
+    sock.close()
+
+
+@pytest.mark.parametrize("limit,reason", [
+    (("--max-requests", "50"), "max_requests"),
+    (("--max-worker-lifetime", "2"), "max_worker_lifetime"),
+    (("--max-worker-rss", "80"), "max_worker_rss"),
+], ids=["requests", "lifetime", "rss"])
+def test_recycling_under_load_drops_nothing_and_never_dips(server, limit, reason):
+    srv = server("-w", "2", *APP, *limit)
+    first = srv.wait_ready(2)
+    load = Load(target(srv), 6.0, "--slow-ratio", "0.01")
+    if reason == "max_worker_rss":
+        for _ in range(4):  # whichever worker gets these grows past the limit
+            assert _one_fresh_request(srv.address, "/alloc?mb=40") == "served"
+    wait_until(lambda: f"reason={reason}" in srv.log(), timeout=10, what="a recycle")
+    report = load.result()
+    assert report["failed"] == 0, report
+    events = srv.events()
+    recycled = [e for e in events if e["event"] == "recycle"]
+    assert recycled and all(e["reason"] == reason for e in recycled)
+    assert not set(first) <= {int(p) for p in srv.workers()}  # someone was replaced
+    counts = serving_counts(events)
+    assert min(counts[counts.index(2):]) >= 2, counts  # surge first: never fewer than N

@@ -199,3 +199,41 @@ def test_fast_stop_tells_every_worker_once_even_a_draining_one():
 def test_a_past_kill_deadline_kills_in_any_mode(stopping):
     w = worker(0, state=DRAINING, stop=StopMode.FAST, kill_at=NOW - 0.1)
     assert Kill(w.pid, NOW + KILL_REPEAT) in run([w], 1, stopping=stopping).decisions
+
+
+def test_recycling_retires_one_worker_past_a_limit_then_replaces_it_surge_first():
+    from preforkd.supervise import Retire
+
+    a, b = worker(0, max_requests=50), worker(1, max_requests=50)
+    usage = {a.pid: (60, 0), b.pid: (70, 0)}
+    goal = Goal(2, 1, timeout=TIMEOUT, graceful_timeout=GRACE)
+    beats = {a.pid: NOW, b.pid: NOW}
+    p = plan([a, b], goal, beats, NOW, usage)
+    assert p.decisions == [Retire(a.pid, "max_requests requests=60 limit=50")]  # one only
+    a.retiring = "max_requests"
+    p = plan([a, b], goal, beats, NOW, usage)
+    assert p.decisions == [Spawn(0, 1)]  # its successor first; b waits its turn
+    succ = worker(0, state=BOOTING)
+    beats[succ.pid] = NOW
+    assert plan([a, b, succ], goal, beats, NOW, usage).decisions == []  # a serves on
+    succ.state = READY
+    assert plan([a, b, succ], goal, beats, NOW, usage).decisions == [retire(a)]
+
+
+def test_recycling_by_lifetime_and_rss_and_when_to_look_again():
+    from preforkd.supervise import RECYCLE_CHECK, Retire
+
+    old = worker(0, retire_at=NOW - 1)
+    goal = Goal(1, 1, timeout=TIMEOUT, graceful_timeout=GRACE)
+    p = plan([old], goal, {old.pid: NOW}, NOW)
+    assert p.decisions == [Retire(old.pid, "max_worker_lifetime")]
+    fat = worker(0, max_rss_kib=100 * 1024)
+    p = plan([fat], goal, {fat.pid: NOW}, NOW, {fat.pid: (0, 150 * 1024)})
+    assert p.decisions == [Retire(fat.pid, "max_worker_rss rss_mib=150 limit_mib=100")]
+    lean = worker(0, max_rss_kib=100 * 1024, retire_at=NOW + 5)
+    p = plan([lean], goal, {lean.pid: NOW}, NOW, {lean.pid: (0, 10 * 1024)})
+    assert p.decisions == [] and p.wake == NOW + RECYCLE_CHECK
+    booting = [worker(0, state=BOOTING, max_requests=1), worker(1, max_requests=1)]
+    p = plan(booting, Goal(2, 1, timeout=TIMEOUT), {w.pid: NOW for w in booting}, NOW,
+             {w.pid: (5, 0) for w in booting})
+    assert not any(isinstance(d, Retire) for d in p.decisions)  # not while one boots
