@@ -26,10 +26,10 @@ def server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
     def start(*args: str, config: str | None = None, bind: bool = True,
-              env: dict[str, str] | None = None) -> Server:
+              env: dict[str, str] | None = None, reuseport: bool = False) -> Server:
         d = tmp_path / f"s{len(started)}"
         d.mkdir()
-        srv = Server(d, list(args), config=config, bind=bind, env=env)
+        srv = Server(d, list(args), config=config, bind=bind, env=env, reuseport=reuseport)
         started.append(srv)
         return srv
 

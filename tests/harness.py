@@ -75,7 +75,8 @@ def env_for_server() -> dict[str, str]:
 
 class Server:
     def __init__(self, tmp_path: Path, args: list[str], config: str | None = None,
-                 bind: bool = True, env: dict[str, str] | None = None) -> None:
+                 bind: bool = True, env: dict[str, str] | None = None,
+                 reuseport: bool = False) -> None:
         self.dir = tmp_path
         self.pidfile = tmp_path / "preforkd.pid"
         self.errlog = tmp_path / "error.log"
@@ -92,6 +93,8 @@ class Server:
         self.listen_sock = None
         if bind:
             self.listen_sock = socket.socket()
+            if reuseport:  # (so that the server can add sockets to its group)
+                self.listen_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             self.listen_sock.bind(("127.0.0.1", 0))
             self.listen_sock.listen(2048)
             self.port = self.listen_sock.getsockname()[1]

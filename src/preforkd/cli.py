@@ -72,7 +72,7 @@ def start(config_path: str, **options: Any) -> None:
     try:
         pidfile.check_free(cfg.pid)
         listeners = open_listeners(cfg.bind, cfg.backlog, cfg.unix_socket_mode,
-                                   inherited=systemd_fds())
+                                   inherited=systemd_fds(), reuseport=cfg.accept == "reuseport")
     except (pidfile.PidFileError, ListenError) as e:
         fail(str(e))
     try:

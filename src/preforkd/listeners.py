@@ -126,6 +126,13 @@ def _tcp_socket(spec: str, family: int, addr: Any, backlog: int, reuseport: bool
     return sock
 
 
+def _check_reuseport(listeners: list[Listener]) -> None:
+    for lst in listeners:
+        if not lst.sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
+            raise ListenError(f"accept: reuseport needs sockets bound with SO_REUSEPORT; "
+                              f"{lst.spec} is not (host:port binds have it)")
+
+
 def reuseport_sibling(listener: Listener, backlog: int) -> Listener:
     """One more socket in `listener`'s SO_REUSEPORT group (its address, port resolved):
     the kernel spreads new connections over the sockets of the group, and each keeps
@@ -195,14 +202,15 @@ def open_listeners(binds: tuple[str, ...], backlog: int, unix_mode: int,
     `reuseport`: TCP sockets join an SO_REUSEPORT group (see reuseport_sibling); other
     kinds cannot, and are refused."""
     if inherited:
+        adopted = [adopt_fd(fd, f"fd://{fd}") for fd in inherited]
         if reuseport:
-            raise ListenError("accept: reuseport needs host:port binds, not inherited sockets")
-        return [adopt_fd(fd, f"fd://{fd}") for fd in inherited]
+            _check_reuseport(adopted)
+        return adopted
     listeners: list[Listener] = []
     try:
         for spec in binds:
             b = parse_bind(spec)
-            if reuseport and b.kind != "tcp":
+            if reuseport and b.kind == "unix":
                 raise ListenError(f"accept: reuseport needs host:port binds, got {spec}")
             if b.kind == "tcp":
                 listeners.append(_bind_tcp(spec, b, backlog, reuseport))
@@ -210,6 +218,8 @@ def open_listeners(binds: tuple[str, ...], backlog: int, unix_mode: int,
                 listeners.append(_bind_unix(spec, b, backlog, unix_mode))
             else:
                 listeners.append(adopt_fd(b.fd, spec))
+                if reuseport:
+                    _check_reuseport(listeners[-1:])
     except BaseException:
         for listener in listeners:
             listener.close(unlink=True)
@@ -218,15 +228,48 @@ def open_listeners(binds: tuple[str, ...], backlog: int, unix_mode: int,
 
 
 def rebind(current: list[Listener], binds: tuple[str, ...], backlog: int,
-           unix_mode: int) -> list[Listener]:
+           unix_mode: int, reuseport: bool = False) -> list[Listener]:
     """The listeners for a reloaded `bind`: keep the sockets whose spec stays, bind the
     new ones, close the dropped ones. Inherited sockets (fd://) are kept as they are."""
     keep = {lst.spec: lst for lst in current}
     if set(binds) == set(keep) or all(lst.spec.startswith("fd://") for lst in keep.values()):
         return current
     added = [spec for spec in binds if spec not in keep]
-    fresh = {lst.spec: lst for lst in open_listeners(tuple(added), backlog, unix_mode)}
+    fresh = {lst.spec: lst for lst in open_listeners(tuple(added), backlog, unix_mode,
+                                                     reuseport=reuseport)}
     for spec, lst in keep.items():
         if spec not in binds:
             lst.close(unlink=True)
     return [keep.get(spec) or fresh[spec] for spec in binds]
+
+
+class ReuseportGroups:
+    """accept = "reuseport": each worker index has its own socket per listener, all in
+    one SO_REUSEPORT group with the master's. The master keeps them, so a worker's
+    successor (respawn, reload, recycling) accepts from the same socket and takes
+    over what waits in its queue. Index 0 uses the master's own listeners."""
+
+    def __init__(self, backlog: int) -> None:
+        self.backlog = backlog
+        self.groups: dict[int, list[Listener]] = {}
+
+    def for_index(self, index: int, base: list[Listener], wanted: int) -> list[Listener]:
+        self.trim(wanted)
+        if index == 0:
+            return base
+        group = self.groups.get(index)
+        if group is None or [lst.spec for lst in group] != [lst.spec for lst in base]:
+            self.close(index)
+            group = self.groups[index] = [reuseport_sibling(lst, self.backlog) for lst in base]
+        return group
+
+    def trim(self, wanted: int) -> None:
+        """Close the sockets of indexes no longer wanted (a retiring worker holds its own
+        copy until it has drained its queue)."""
+        for index in [i for i in self.groups if i >= wanted]:
+            self.close(index)
+
+    def close(self, index: int | None = None) -> None:
+        for i in [index] if index is not None else list(self.groups):
+            for lst in self.groups.pop(i, []):
+                lst.close()

@@ -48,7 +48,7 @@ from preforkd import logs, pidfile
 from preforkd.commands import BY_WORD, Command, signal_table
 from preforkd.config import Config, ConfigError
 from preforkd.control import ControlServer, Reply, ToWorker
-from preforkd.listeners import Listener, ListenError, rebind
+from preforkd.listeners import Listener, ListenError, ReuseportGroups, rebind
 from preforkd.notify import Notifier
 from preforkd.pool import Pool
 from preforkd.process import (
@@ -91,6 +91,7 @@ class Master:
         self.notify = Notifier()  # sd_notify (NOTIFY_SOCKET)
         self.overrides = overrides  # command-line values, re-applied on every reload
         self.listeners = listeners
+        self.reuseport = ReuseportGroups(config.backlog)  # (accept = "reuseport" only)
         self.startup = StartupReport(ready_fd)  # --daemon: the waiting parent hears the outcome
         self.pid = os.getpid()
         self.generation = 1
@@ -134,6 +135,11 @@ class Master:
             self._teardown()
         return self.exit_code
 
+    def _listeners_for(self, index: int) -> list[Listener]:
+        if self.config.accept != "reuseport":
+            return self.listeners
+        return self.reuseport.for_index(index, self.listeners, self.num_workers)
+
     def _open_control(self) -> None:
         """Bind the control socket (again, after a rolled-back upgrade: the new master
         that had taken the path removed it on its way out)."""
@@ -171,7 +177,7 @@ class Master:
                 return
             p = plan(self.workers.values(), self._goal(), self.pool.beats(), time.monotonic(),
                      self.pool.usage())
-            self.pool.carry_out(p.decisions, self.config, self.listeners)
+            self.pool.carry_out(p.decisions, self.config, self._listeners_for)
             if p.all_ready:
                 self._all_ready()
             wake = p.wake
@@ -264,6 +270,7 @@ class Master:
         for lst in self.listeners:
             lst.close(unlink=not handed_over)  # workers hold their own copies until they finish
         self.listeners = []
+        self.reuseport.close()
         if self.rollout is not None:
             self._finish_rollout("error stopped during the reload")
 
@@ -274,17 +281,13 @@ class Master:
             return
         self.notify.reloading()
         try:
-            new = configmod.load(self.config.config_path, self.overrides)
-            listeners = rebind(self.listeners, new.bind, new.backlog, new.unix_socket_mode)
+            new, listeners = reloaded_config(self.config, self.overrides, self.listeners)
         except (ConfigError, ListenError) as e:
             log.error("event=reload-refused error=%s", e)
             self.notify.ready(f"reload refused: {e}")
             if waiter is not None:
                 waiter.send(f"error reload refused: {e}")
             return
-        if new.pid != self.config.pid:
-            log.warning("event=reload-ignored key=pid reason=needs-restart")
-            new = new.replace(pid=self.config.pid)
         previous = self.rollout
         self.rollout = Rollout(previous.previous_generation if previous else self.generation,
                                previous.previous_config if previous else self.config,
@@ -318,9 +321,8 @@ class Master:
     def upgrade(self, reply: Reply | None = None) -> None:
         if self.stopping or self.upgrading is not None:
             if reply is not None:
-                reply.send("error " + ("the master is stopping" if self.stopping else
-                                       f"an upgrade is under way (new master pid "
-                                       f"{self.upgrading.pid})"))
+                reply.send("error the master is stopping" if self.stopping else
+                           f"error an upgrade is under way: pid {self.upgrading.pid}")
             return
         try:
             up = Upgrade.begin(self.listeners, child_argv(self.argv), self.notify.child_env(),
@@ -392,3 +394,16 @@ def status_document(master: Master) -> dict[str, Any]:
             "workers_wanted": master.num_workers,
             "stopping": master.stopping.value if master.stopping else None,
             "reloading": master.rollout is not None, "workers": workers}
+
+
+def reloaded_config(old: Config, overrides: dict[str, Any],
+                    listeners: list[Listener]) -> tuple[Config, list[Listener]]:
+    """The config a reload asks for, and its listeners (ConfigError, ListenError: refused)."""
+    new = configmod.load(old.config_path, overrides)
+    if new.accept != old.accept:
+        raise ConfigError(f"accept: changing it ({old.accept} -> {new.accept}) needs a restart")
+    if new.pid != old.pid:
+        log.warning("event=reload-ignored key=pid reason=needs-restart")
+        new = new.replace(pid=old.pid)
+    return new, rebind(listeners, new.bind, new.backlog, new.unix_socket_mode,
+                       new.accept == "reuseport")

@@ -62,11 +62,12 @@ class Pool:
         return {w.pid: self.scoreboard.heartbeat(w.slot) for w in self.workers.values()}
 
     def carry_out(self, decisions: Iterable[Decision], config: Config,
-                  listeners: list[Listener]) -> None:
-        """Do what supervise.plan decided (`config` and `listeners`: for new workers)."""
+                  listeners_for: Callable[[int], list[Listener]]) -> None:
+        """Do what supervise.plan decided (`config` and `listeners_for(index)`: for new
+        workers)."""
         for d in decisions:
             if isinstance(d, Spawn):
-                self.spawn(d.index, d.generation, config, listeners)
+                self.spawn(d.index, d.generation, config, listeners_for(d.index))
                 continue
             w = self.workers[d.pid]
             if isinstance(d, Stop):

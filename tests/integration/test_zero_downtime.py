@@ -177,3 +177,39 @@ def test_recycling_under_load_drops_nothing_and_never_dips(server, limit, reason
     assert not set(first) <= {int(p) for p in srv.workers()}  # someone was replaced
     counts = serving_counts(events)
     assert min(counts[counts.index(2):]) >= 2, counts  # surge first: never fewer than N
+
+
+def _accepted(srv, total: int) -> list[int]:
+    import json
+
+    def counts() -> list[int] | None:
+        out = srv.cli("status", "--json")
+        got = [w["accepted"] for w in json.loads(out.stdout)["workers"]]
+        return got if sum(got) >= total else None
+
+    return wait_until(counts, what=f"heartbeats carrying {total} accepts")
+
+
+@pytest.mark.parametrize("accept", ["exclusive", "reuseport"])
+def test_accept_strategies_spread_connections(server, accept):
+    srv = server("-w", "4", *APP, "--accept", accept, reuseport=accept == "reuseport")
+    srv.wait_ready(4)
+    for _ in range(2000):
+        assert _one_fresh_request(srv.address) == "served"
+    counts = _accepted(srv, 2000)
+    assert min(counts) >= 200, counts  # every worker takes at least 10 %
+
+
+def test_reuseport_hup_and_recycling_under_load_drop_nothing(server):
+    srv = server("-w", "2", *APP, "--accept", "reuseport", "--max-requests", "200",
+                 reuseport=True)
+    srv.wait_ready(2)
+    load = Load(target(srv), 6.0)
+    time.sleep(0.5)
+    for gen in range(2, 5):
+        srv.signal(signal.SIGHUP)
+        srv.wait_event("reloaded", gen=gen, timeout=15)
+        time.sleep(0.5)
+    report = load.result()
+    assert report["failed"] == 0, report
+    assert any(e["event"] == "recycle" for e in srv.events())
