@@ -55,8 +55,8 @@ from preforkd.process import (
     EventLog,
     StartupReport,
     describe_status,
-    drop_to_user,
     raise_nofile_limit,
+    resolve_user,
     rss_kib,
     set_title,
 )
@@ -124,9 +124,10 @@ class Master:
         self.selector.register(self.signals.fileno(), selectors.EVENT_READ, self._read_signals)
         if not self.upgraded:  # (a new master takes the control socket once it serves)
             self._open_control()
-        keep = [self.config.pid, self.config.control_path]
-        drop_to_user(self.config.user, self.config.group,
-                     keep + ([self.config.error_log] if self.config.error_log != "-" else []))
+        # Like nginx's, the master stays privileged (it never imports the app): a reload
+        # can bind low ports and reopen root-owned logs. Workers run as user/group; the
+        # error log is theirs to reopen too.
+        self._hand_logs_to_workers()
         try:
             log.info("event=started pid=%d workers=%d listen=%s", self.pid, self.num_workers,
                      ",".join(lst.name for lst in self.listeners))
@@ -361,8 +362,17 @@ class Master:
             self._upgrade_heard()  # (its report, or the EOF that says it failed)
         self.upgrading = None
 
+    def _hand_logs_to_workers(self) -> None:
+        ids = resolve_user(self.config.user, self.config.group)
+        if ids is not None and self.config.error_log != "-":
+            try:
+                os.chown(self.config.error_log, *ids)
+            except OSError as e:
+                log.warning("event=chown-failed path=%s error=%s", self.config.error_log, e)
+
     def reopen_logs(self, reply: Reply | None = None) -> None:
         logs.reopen(self.config.error_log)
+        self._hand_logs_to_workers()
         log.info("event=reopen workers=%d", len(self.workers))
         self.pool.tell_all(ToWorker.REOPEN)
         if reply is not None:

@@ -91,14 +91,6 @@ def drop_privileges(ids: tuple[int, int], keep: list[str]) -> None:
     os.setuid(uid)
 
 
-def drop_to_user(user: str, group: str, keep: list[str]) -> None:
-    """Switch to `user`/`group` if they name someone else (see resolve_user), handing
-    over the files in `keep` first."""
-    ids = resolve_user(user, group)
-    if ids is not None:
-        drop_privileges(ids, keep)
-
-
 def raise_nofile_limit(config: Config) -> None:
     """Raise RLIMIT_NOFILE (soft to hard, or to rlimit_nofile) and warn if it is too low."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

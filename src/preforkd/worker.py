@@ -39,7 +39,7 @@ from preforkd.control import MSG_READY, ToWorker, read_orders, report_error, sen
 from preforkd.listeners import Listener
 from preforkd.loader import LoadError
 from preforkd.loop import Loop
-from preforkd.process import EX_APP, EX_OK, set_title
+from preforkd.process import EX_APP, EX_OK, drop_privileges, resolve_user, set_title
 from preforkd.protocols.base import Host
 from preforkd.protocols.registry import protocol_factory
 from preforkd.scoreboard import Scoreboard
@@ -90,6 +90,9 @@ class WorkerProcess:
         # in), then SIGABRT (faulthandler prints where).
         signal.signal(NAME_BUSY_SIGNAL, self._name_busy_request)
         faulthandler.enable(all_threads=True)
+        ids = resolve_user(self.config.user, self.config.group)
+        if ids is not None:  # before the app is imported: it never runs privileged
+            drop_privileges(ids, [])
         try:
             self.factory = protocol_factory(self.config, self.host)
             # TCP_NODELAY at accept, unless the protocol sets it itself when it matters

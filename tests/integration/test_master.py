@@ -387,7 +387,9 @@ def test_user_drop_after_binding(server, tmp_path):
 
     nobody = pwd.getpwnam("nobody")
     os.chmod(tmp_path, 0o755)
-    srv = server("-w", "1", "--protocol", "echo", "--user", "nobody")
+    sock_path = tmp_path / "echo.sock"  # (a bind of its own, so that a reload can add one)
+    config = f'workers = 1\nprotocol = "echo"\nuser = "nobody"\nbind = ["unix:{sock_path}"]\n'
+    srv = server(config=config, bind=False)
     (worker,) = srv.wait_ready(1)
 
     def uid(pid: int) -> int:
@@ -395,12 +397,32 @@ def test_user_drop_after_binding(server, tmp_path):
             return int(next(ln for ln in f if ln.startswith("Uid:")).split()[1])
 
     assert uid(worker) == nobody.pw_uid
-    assert uid(srv.pid) == nobody.pw_uid
-    assert srv.pidfile.stat().st_uid == nobody.pw_uid
-    with connect(srv) as s:
+    assert uid(srv.pid) == os.getuid() == 0  # the master stays privileged, as nginx's
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(sock_path))
         echo_roundtrip(s, b"as nobody")
-    result = srv.cli("reload")  # the control socket still answers after the drop
+    # So a reload can add a port below 1024, which a worker as nobody could never bind.
+    low = _free_low_port()
+    srv.config_path.write_text(config.replace('"]', f'", "127.0.0.1:{low}"]'))
+    result = srv.cli("reload")
     assert result.returncode == 0, result.stderr
+    new_worker = srv.wait_ready(1, gen=2)[0]
+    assert uid(new_worker) == nobody.pw_uid
+    with socket.create_connection(("127.0.0.1", low), timeout=5) as s:
+        echo_roundtrip(s, b"on a privileged port")
+
+
+def _free_low_port() -> int:
+    for port in range(1000, 600, -1):
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise AssertionError("no free port below 1024")
 
 
 def test_unknown_user_is_a_clear_error(tmp_path):
