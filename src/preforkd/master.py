@@ -55,8 +55,8 @@ from preforkd.process import (
     EventLog,
     StartupReport,
     describe_status,
+    hand_logs_to_workers,
     raise_nofile_limit,
-    resolve_user,
     rss_kib,
     set_title,
 )
@@ -127,7 +127,7 @@ class Master:
         # Like nginx's, the master stays privileged (it never imports the app): a reload
         # can bind low ports and reopen root-owned logs. Workers run as user/group; the
         # error log is theirs to reopen too.
-        self._hand_logs_to_workers()
+        hand_logs_to_workers(self.config)
         try:
             log.info("event=started pid=%d workers=%d listen=%s", self.pid, self.num_workers,
                      ",".join(lst.name for lst in self.listeners))
@@ -362,17 +362,9 @@ class Master:
             self._upgrade_heard()  # (its report, or the EOF that says it failed)
         self.upgrading = None
 
-    def _hand_logs_to_workers(self) -> None:
-        ids = resolve_user(self.config.user, self.config.group)
-        if ids is not None and self.config.error_log != "-":
-            try:
-                os.chown(self.config.error_log, *ids)
-            except OSError as e:
-                log.warning("event=chown-failed path=%s error=%s", self.config.error_log, e)
-
     def reopen_logs(self, reply: Reply | None = None) -> None:
         logs.reopen(self.config.error_log)
-        self._hand_logs_to_workers()
+        hand_logs_to_workers(self.config)
         log.info("event=reopen workers=%d", len(self.workers))
         self.pool.tell_all(ToWorker.REOPEN)
         if reply is not None:

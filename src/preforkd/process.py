@@ -91,6 +91,16 @@ def drop_privileges(ids: tuple[int, int], keep: list[str]) -> None:
     os.setuid(uid)
 
 
+def hand_logs_to_workers(config: Config) -> None:
+    """The error log belongs to the workers' user, so that they can reopen it (USR1)."""
+    ids = resolve_user(config.user, config.group)
+    if ids is not None and config.error_log != "-":
+        try:
+            os.chown(config.error_log, *ids)
+        except OSError as e:
+            log.warning("event=chown-failed path=%s error=%s", config.error_log, e)
+
+
 def raise_nofile_limit(config: Config) -> None:
     """Raise RLIMIT_NOFILE (soft to hard, or to rlimit_nofile) and warn if it is too low."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
