@@ -244,6 +244,8 @@ class Load:
         finally:
             self.out.close()
         report = json.loads(out)
+        print(f"loadgen: sent={report['sent']} ok={report['ok']} failed={report['failed']} "
+              f"by_reason={report['by_reason']} p99_ms={report['latency_ms']['p99']}")
         assert report["ok"] > 0, f"no request succeeded: {report}"
         return report
 

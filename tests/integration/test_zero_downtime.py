@@ -197,6 +197,7 @@ def test_accept_strategies_spread_connections(server, accept):
     for _ in range(2000):
         assert _one_fresh_request(srv.address) == "served"
     counts = _accepted(srv, 2000)
+    print(f"accept={accept} spread={counts}")
     assert min(counts) >= 200, counts  # every worker takes at least 10 %
 
 
