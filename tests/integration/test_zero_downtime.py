@@ -23,15 +23,20 @@ def target(srv) -> str:
     return f"{srv.address[0]}:{srv.address[1]}"
 
 
+def reload_times(srv, generations, pause: float) -> None:
+    """HUP once per generation, each once the one before serves, `pause` s apart."""
+    for gen in generations:
+        srv.signal(signal.SIGHUP)
+        srv.wait_event("reloaded", gen=gen, timeout=15)
+        time.sleep(pause)
+
+
 def test_ten_hups_under_load_drop_nothing(server):
     srv = server("-w", "2", *APP)
     first = srv.wait_ready(2)
     load = Load(target(srv), 8.0, "--keepalive", "8", "--fresh", "8")
     time.sleep(1.0)
-    for gen in range(2, 12):
-        srv.signal(signal.SIGHUP)
-        srv.wait_event("reloaded", gen=gen, timeout=15)
-        time.sleep(0.3)
+    reload_times(srv, range(2, 12), 0.3)
     report = load.result()
     assert report["failed"] == 0, report
     assert report["ok"] > 1000
@@ -221,10 +226,7 @@ def test_reuseport_hup_and_recycling_under_load_drop_nothing(server):
     srv.wait_ready(2)
     load = Load(target(srv), 6.0)
     time.sleep(0.5)
-    for gen in range(2, 5):
-        srv.signal(signal.SIGHUP)
-        srv.wait_event("reloaded", gen=gen, timeout=15)
-        time.sleep(0.5)
+    reload_times(srv, range(2, 5), 0.5)
     report = load.result()
     assert report["failed"] == 0, report
     assert any(e["event"] == "recycle" for e in srv.events())

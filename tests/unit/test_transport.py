@@ -216,14 +216,7 @@ def test_last_write_before_close_arrives_whole_over_tcp(size):
     """The bytes written just before close() go out with the FIN (MSG_MORE): small ones
     in one segment, large ones partly buffered; either way all of them, then EOF."""
     loop = Loop()
-    lsock = socket.create_server(("127.0.0.1", 0))
-    peer = socket.create_connection(lsock.getsockname())
-    conn, _ = lsock.accept()
-    lsock.close()
-    conn.setblocking(False)
-    proto, closed = Recorder(), []
-    t = Transport(loop, conn.detach() if KIND["bare"] else conn, proto, closed.append)
-    t.start()
+    t, proto, peer, closed = tcp_pair(loop)
     payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
     t.write_later(payload)
     t.close()
