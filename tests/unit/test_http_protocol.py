@@ -54,8 +54,25 @@ def test_http10_closes_and_10_keepalive_stays():
     srv = make_server(validator(hello))
     out, closed = exchange(srv, [b"GET / HTTP/1.0\r\n\r\n"])
     assert closed and parse_responses(out)[0].headers["connection"] == "close"
-    out, closed = exchange(srv, [b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"])
+    out, closed = exchange(srv, [b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"] * 2)
     assert not closed
+    resps = parse_responses(out, closed=False)  # (an HTTP/1.0 client must be told, §9.3)
+    assert [r.headers.get("connection") for r in resps] == ["keep-alive"] * 2
+
+
+def test_http10_keepalive_stream_says_keep_alive_and_gets_no_100_continue():
+    def gen(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        yield b"o"
+        yield b"k"
+
+    srv = make_server(gen)
+    out, closed = exchange(srv, [b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"])
+    (r,) = parse_responses(out, closed=False)
+    assert r.headers["connection"] == "keep-alive" and r.body == b"ok" and not closed
+    out, _ = exchange(make_server(hello), [b"POST / HTTP/1.0\r\nExpect: 100-continue\r\n"
+                                           b"Content-Length: 2\r\n\r\n", b"hi"])
+    assert b"100 Continue" not in out and parse_responses(out)[0].status == 200
 
 
 def test_connection_close_honoured():

@@ -272,7 +272,8 @@ class HttpConnection:
         if req.expect:
             if req.expect != b"100-continue":
                 raise HttpError(417, "unsupported expectation")
-            if req.content_length > 0 or req.chunked:
+            # Never to an HTTP/1.0 client (RFC 9110 §10.1.1): it sends its body anyway.
+            if (req.content_length > 0 or req.chunked) and req.version != "1.0":
                 self._emit(CONTINUE)
 
     def on_body(self, data: bytes) -> None:

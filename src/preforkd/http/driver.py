@@ -39,9 +39,12 @@ from preforkd.http.bodies import BodyStream, send_file
 from preforkd.http.connection import CONTINUE, HttpConnection, Request
 from preforkd.http.response import (
     CONTINUE_HEAD,
+    END_KEEP_10,
     Framing,
     HeadParts,
     ResponseError,
+    build_head,
+    cl_line,
     error_response,
 )
 from preforkd.protocols.base import Protocol, Transport, set_nodelay
@@ -233,8 +236,12 @@ class HttpProtocol(Protocol):
             self.transport.write_later((head or server.whole_head(parts, n, True)) + body)
             self._close()
             return
-        head = server.memo.get(n) if parts is server.memo_parts else None
-        self.transport.write_later((head or server.whole_head(parts, n, False)) + body)
+        if req.plain or req.version != "1.0":
+            head = server.memo.get(n) if parts is server.memo_parts else None
+            head = head or server.whole_head(parts, n, False)
+        else:  # HTTP/1.0 with keep-alive: its answer must say so (RFC 9112 §9.3)
+            head = build_head(parts, cl_line(n), server.extra_head, False, END_KEEP_10)
+        self.transport.write_later(head + body)
         self.phase = IDLE
         if self.served <= 2:
             # A young connection: it may well go idle now, so keep nothing (the

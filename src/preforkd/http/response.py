@@ -33,6 +33,7 @@ HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "te", "t
 
 END_CLOSE = b"connection: close\r\n\r\n"
 END_KEEP = b"\r\n"
+END_KEEP_10 = b"connection: keep-alive\r\n\r\n"  # an HTTP/1.0 client must be told
 CHUNKED = b"transfer-encoding: chunked\r\n"
 _CL_LINES = [b"content-length: %d\r\n" % n for n in range(4096)]
 
@@ -98,10 +99,12 @@ def cl_line(n: int) -> bytes:
     return _CL_LINES[n] if n < 4096 else b"content-length: %d\r\n" % n
 
 
-def build_head(parts: HeadParts, framing: bytes, extra: bytes, close: bool) -> bytes:
+def build_head(parts: HeadParts, framing: bytes, extra: bytes, close: bool,
+               keep: bytes = END_KEEP) -> bytes:
     """The one place a head is put together. `framing`: the Content-Length or
-    Transfer-Encoding line (or nothing); `extra`: the server's date and name lines."""
-    return b"".join((parts.prefix, framing, extra, END_CLOSE if close else END_KEEP))
+    Transfer-Encoding line (or nothing); `extra`: the server's date and name lines;
+    `keep`: how a kept-alive head ends (HTTP/1.0 says so: RFC 9112 §9.3)."""
+    return b"".join((parts.prefix, framing, extra, END_CLOSE if close else keep))
 
 
 CONTINUE_HEAD = build_head(encode_head("100 Continue", []), b"", b"", False)
@@ -154,7 +157,8 @@ class Framing:
             self.close = True  # HTTP/1.0 without a length: the close ends the body
             framing = b""
         self.head_sent = True
-        return build_head(parts, framing, extra, self.close)
+        return build_head(parts, framing, extra, self.close,
+                          END_KEEP_10 if self.version == "1.0" else END_KEEP)
 
     def frame(self, data: bytes) -> bytes:
         """A body chunk as it goes on the wire; ResponseError past the Content-Length."""
