@@ -71,15 +71,21 @@ def report_error(sock: socket.socket, why: str) -> None:
     send_line(sock, MSG_ERROR + b" " + why.encode("utf-8", "replace"))
 
 
+def _recv(sock: socket.socket, size: int) -> bytes | None:
+    """What the other end sent: b"" if nothing is waiting, None at EOF (or an error,
+    which means the same: the other process is gone)."""
+    try:
+        return sock.recv(size) or None
+    except (BlockingIOError, InterruptedError):
+        return b""
+    except OSError:
+        return None
+
+
 def read_orders(sock: socket.socket) -> list[ToWorker] | None:
     """The worker side: the commands waiting on the channel; None once the master is gone."""
-    try:
-        data = sock.recv(64)
-    except (BlockingIOError, InterruptedError):
-        return []
-    except OSError:
-        data = b""
-    if not data:
+    data = _recv(sock, 64)
+    if data is None:
         return None
     return [_ORDERS[byte] for byte in data if byte in _ORDERS]
 
@@ -105,13 +111,8 @@ class Channel:
 
     def receive(self) -> list[tuple[FromWorker, str]] | None:
         """The complete messages that arrived, as (kind, text); None at EOF."""
-        try:
-            data = self.sock.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return []
-        except OSError:
-            data = b""
-        if not data:
+        data = _recv(self.sock, 4096)
+        if data is None:
             return None
         self.inbox += data
         *lines, self.inbox = self.inbox.split(b"\n")

@@ -32,10 +32,6 @@ class Notifier:
         self._sock: socket.socket | None = None
         self._failed = False
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.address)
-
     def send(self, **fields: object) -> None:
         """send(READY=1, STATUS="...") -> one datagram "READY=1\\nSTATUS=...\\n"."""
         if not self.address:
