@@ -59,36 +59,42 @@ VALID = {
     "http10": (b"GET / HTTP/1.0\r\n\r\n", [(b"GET", b"/", "1.0", (), b"", False)]),
     "http10-keepalive": (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
                          [(b"GET", b"/", "1.0", ((b"Connection", b"keep-alive"),), b"", True)]),
-    "close": (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
-              [(b"GET", b"/", "1.1", ((b"Connection", b"close"),), b"", False)]),
-    "content-length": (b"POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
-                       [(b"POST", b"/p", "1.1", ((b"Content-Length", b"5"),), b"hello", True)]),
-    "chunked": (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    "close": (b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+              [(b"GET", b"/", "1.1", ((b"Host", b"t"), (b"Connection", b"close")), b"", False)]),
+    "content-length": (b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+                       [(b"POST", b"/p", "1.1", ((b"Host", b"t"), (b"Content-Length", b"5")),
+                         b"hello", True)]),
+    "chunked": (b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
                 b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
-                [(b"POST", b"/", "1.1", ((b"Transfer-Encoding", b"chunked"),), b"hello world",
-                  True)]),
-    "pipelined": (b"GET /1 HTTP/1.1\r\n\r\nPOST /2 HTTP/1.1\r\nContent-Length: 2\r\n\r\nokGET /3 "
-                  b"HTTP/1.1\r\n\r\n",
-                  [(b"GET", b"/1", "1.1", (), b"", True),
-                   (b"POST", b"/2", "1.1", ((b"Content-Length", b"2"),), b"ok", True),
-                   (b"GET", b"/3", "1.1", (), b"", True)]),
-    "absolute-form": (b"GET http://example.com/x HTTP/1.1\r\n\r\n",
-                      [(b"GET", b"http://example.com/x", "1.1", (), b"", True)]),
-    "leading-crlf": (b"\r\nGET / HTTP/1.1\r\n\r\n", [(b"GET", b"/", "1.1", (), b"", True)]),
+                [(b"POST", b"/", "1.1", ((b"Host", b"t"), (b"Transfer-Encoding", b"chunked")),
+                  b"hello world", True)]),
+    "pipelined": (b"GET /1 HTTP/1.1\r\nHost: t\r\n\r\nPOST /2 HTTP/1.1\r\nHost: t\r\n"
+                  b"Content-Length: 2\r\n\r\nokGET /3 HTTP/1.1\r\nHost: t\r\n\r\n",
+                  [(b"GET", b"/1", "1.1", ((b"Host", b"t"),), b"", True),
+                   (b"POST", b"/2", "1.1", ((b"Host", b"t"), (b"Content-Length", b"2")), b"ok",
+                    True),
+                   (b"GET", b"/3", "1.1", ((b"Host", b"t"),), b"", True)]),
+    # The target's authority is the request's host, whatever Host says (RFC 9112 §3.2.2).
+    "absolute-form": (b"GET http://example.com/x HTTP/1.1\r\nHost: t\r\n\r\n",
+                      [(b"GET", b"http://example.com/x", "1.1", ((b"Host", b"example.com"),),
+                        b"", True)]),
+    "leading-crlf": (b"\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n",
+                     [(b"GET", b"/", "1.1", ((b"Host", b"t"),), b"", True)]),
     "leading-crlf-http10": (b"\r\nGET / HTTP/1.0\r\n\r\n", [(b"GET", b"/", "1.0", (), b"", False)]),
     # The version of a parser's first request may be read off its first line: the
     # requests after it must not be.
-    "versions-11-then-10": (b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.0\r\n\r\n",
-                            [(b"GET", b"/1", "1.1", (), b"", True),
+    "versions-11-then-10": (b"GET /1 HTTP/1.1\r\nHost: t\r\n\r\nGET /2 HTTP/1.0\r\n\r\n",
+                            [(b"GET", b"/1", "1.1", ((b"Host", b"t"),), b"", True),
                              (b"GET", b"/2", "1.0", (), b"", False)]),
     "versions-10-then-11": (b"GET /1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
-                            b"GET /2 HTTP/1.1\r\nConnection: close\r\n\r\n",
+                            b"GET /2 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
                             [(b"GET", b"/1", "1.0", ((b"Connection", b"keep-alive"),), b"", True),
-                             (b"GET", b"/2", "1.1", ((b"Connection", b"close"),), b"", False)]),
-    "expect-then-http10": (b"POST /1 HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n"
-                           b"\r\nokGET /2 HTTP/1.0\r\n\r\n",
+                             (b"GET", b"/2", "1.1", ((b"Host", b"t"), (b"Connection", b"close")),
+                              b"", False)]),
+    "expect-then-http10": (b"POST /1 HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+                           b"Content-Length: 2\r\n\r\nokGET /2 HTTP/1.0\r\n\r\n",
                            [CONTINUE,
-                            (b"POST", b"/1", "1.1", ((b"Expect", b"100-continue"),
+                            (b"POST", b"/1", "1.1", ((b"Host", b"t"), (b"Expect", b"100-continue"),
                                                      (b"Content-Length", b"2")), b"ok", True),
                             (b"GET", b"/2", "1.0", (), b"", False)]),
 }
@@ -102,26 +108,30 @@ def test_valid_requests_parse_the_same_however_split(name, splits):
 
 
 INVALID = {
-    "cl-and-te": (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+    "cl-and-te": (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
                   b"0\r\n\r\n", 400),
-    "two-content-lengths": (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"
+    "two-content-lengths": (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+        b"Content-Length: 4\r\n\r\n"
                             b"abcd", 400),
-    "same-content-length-twice": (b"POST / HTTP/1.1\r\nContent-Length: 3\r\n"
+    "same-content-length-twice": (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
                                   b"Content-Length: 3\r\n\r\nabc", 400),
-    "bad-chunk-size": (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
-    "obs-fold": (b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", 400),
-    "ctl-in-name": (b"GET / HTTP/1.1\r\nX\x01: a\r\n\r\n", 400),
-    "nul-in-value": (b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n", 400),
-    "space-before-colon": (b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400),
+    "bad-chunk-size": (b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"zz\r\n", 400),
+    "obs-fold": (b"GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n", 400),
+    "ctl-in-name": (b"GET / HTTP/1.1\r\nHost: t\r\nX\x01: a\r\n\r\n", 400),
+    "nul-in-value": (b"GET / HTTP/1.1\r\nHost: t\r\nX: a\x00b\r\n\r\n", 400),
+    "space-before-colon": (b"GET / HTTP/1.1\r\nHost: t\r\nX : a\r\n\r\n", 400),
     "bare-lf": (b"GET / HTTP/1.1\nHost: a\n\n", 400),
-    "unknown-te": (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\nabc", 400),
-    "te-not-chunked-last": (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
-    "negative-cl": (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
+    "unknown-te": (b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\nabc", 400),
+    "te-not-chunked-last": (b"POST / HTTP/1.1\r\nHost: t\r\n"
+        b"Transfer-Encoding: chunked, gzip\r\n\r\n", 400),
+    "negative-cl": (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n", 400),
     "space-in-target": (b"GET /a b HTTP/1.1\r\n\r\n", 400),
     "garbage": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),
     "http2": (b"GET / HTTP/2.0\r\n\r\n", 505),
-    "http12": (b"GET / HTTP/1.2\r\n\r\n", 400),
-    "expect-other": (b"POST / HTTP/1.1\r\nExpect: magic\r\nContent-Length: 1\r\n\r\nx", 417),
+    "expect-other": (b"POST / HTTP/1.1\r\nHost: t\r\nExpect: magic\r\nContent-Length: 1\r\n"
+        b"\r\nx", 417),
 }
 
 
@@ -135,12 +145,13 @@ def test_invalid_requests_get_their_status(name, splits):
 
 
 def test_nothing_after_an_error_is_parsed():
-    evs = events(b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\nGET /next HTTP/1.1\r\n\r\n")
+    evs = events(b"GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\nGET /next HTTP/1.1\r\n\r\n")
     assert summary(evs) == [("error", 400)]
 
 
 def test_request_before_an_error_still_comes_first():
-    evs = summary(events(b"GET /ok HTTP/1.1\r\n\r\nGET /bad HTTP/1.1\r\nX\x01: y\r\n\r\n"))
+    evs = summary(events(b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\nGET /bad HTTP/1.1\r\n"
+        b"X\x01: y\r\n\r\n"))
     assert evs[0][1] == b"/ok" and evs[1] == ("error", 400)
 
 
@@ -150,20 +161,22 @@ def test_limits(splits):
                    max_body_bytes=10, body_buffer_bytes=4)
     long_url = b"GET /" + b"a" * 100 + b" HTTP/1.1\r\n\r\n"
     assert summary(events(long_url, splits, small)) == [("error", 414)]
-    big_header = b"GET / HTTP/1.1\r\nX: " + b"v" * 300 + b"\r\n\r\n"
+    big_header = b"GET / HTTP/1.1\r\nHost: t\r\nX: " + b"v" * 300 + b"\r\n\r\n"
     assert summary(events(big_header, splits, small)) == [("error", 431)]
-    many = b"GET / HTTP/1.1\r\n" + b"".join(b"H%d: v\r\n" % i for i in range(4)) + b"\r\n"
+    many = (b"GET / HTTP/1.1\r\nHost: t\r\n" + b"".join(b"H%d: v\r\n" % i for i in range(4))
+            + b"\r\n")
     assert summary(events(many, splits, small)) == [("error", 431)]
-    cl = b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n"
+    cl = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\n"
     assert summary(events(cl, splits, small)) == [("error", 413)]
-    chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n6\r\nabcdef\r\n"
+    chunked = (b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n"
+               b"abcdef\r\n6\r\nabcdef\r\n")
     assert summary(events(chunked, splits, small)) == [("error", 413)]
 
 
 def test_unterminated_header_line_is_capped():
     """A header line that never ends must not grow memory: 431 once past the limit."""
     conn = HttpConnection(Limits(max_header_bytes=1024))
-    conn.receive_data(b"GET / HTTP/1.1\r\nX-Endless: ")
+    conn.receive_data(b"GET / HTTP/1.1\r\nHost: t\r\nX-Endless: ")
     for _ in range(100):
         conn.receive_data(b"v" * 100)
     e = conn.next_event()
@@ -172,7 +185,7 @@ def test_unterminated_header_line_is_capped():
 
 def test_body_spills_to_a_file_past_the_buffer():
     limits = Limits(body_buffer_bytes=10)
-    data = b"POST / HTTP/1.1\r\nContent-Length: 30\r\n\r\n" + b"x" * 30
+    data = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 30\r\n\r\n" + b"x" * 30
     (req,) = events(data, "bytes", limits)
     assert not isinstance(req.body, (bytes, bytearray))
     assert req.body_file().read() == b"x" * 30 and req.body_size == 30
@@ -180,7 +193,8 @@ def test_body_spills_to_a_file_past_the_buffer():
 
 def test_expect_continue_event_comes_before_the_body():
     conn = HttpConnection(Limits())
-    conn.receive_data(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+        b"Content-Length: 3\r\n\r\n")
     assert conn.next_event() is CONTINUE
     assert conn.next_event() is NEED_DATA
     conn.receive_data(b"abc")
@@ -188,19 +202,22 @@ def test_expect_continue_event_comes_before_the_body():
 
 
 def test_expect_continue_with_too_large_body_is_413_without_continue():
-    evs = summary(events(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 999\r\n\r\n",
+    evs = summary(events(b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+        b"Content-Length: 999\r\n\r\n",
                          limits=Limits(max_body_bytes=10)))
     assert evs == [("error", 413)]
 
 
 def test_eof_in_the_middle_of_a_request_is_400():
-    assert summary(events(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc", eof=True)) == [
+    assert summary(events(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n"
+        b"abc", eof=True)) == [
         ("error", 400)]
-    assert summary(events(b"GET / HTTP/1.1\r\n\r\n", eof=True))[0][0] == b"GET"
+    assert summary(events(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", eof=True))[0][0] == b"GET"
 
 
 def test_upgrade_is_answered_then_closed():
-    evs = events(b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nxyz")
+    evs = events(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"\r\nxyz")
     assert len(evs) == 1 and isinstance(evs[0], Request) and evs[0].keep_alive is False
 
 

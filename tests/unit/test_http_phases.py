@@ -24,17 +24,18 @@ def test_every_listed_move_is_taken_and_no_other():
     with PhaseMoves() as recorded:
         # IDLE -> RESPONDING -> IDLE; then IDLE -> HEADERS -> RESPONDING; IDLE -> CLOSED (EOF)
         proto, t = fresh(srv)
-        proto.data_received(b"GET / HTTP/1.1\r\n\r\n")
-        proto.data_received(b"GET / HTTP/1.1\r\n")
+        proto.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        proto.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n")
         proto.data_received(b"\r\n")
         proto.eof_received()
         # IDLE -> BODY -> RESPONDING -> CLOSED (the client asked for close)
         proto, t = fresh(srv)
-        proto.data_received(b"POST / HTTP/1.1\r\nContent-Length: 4\r\nConnection: close\r\n\r\nab")
+        proto.data_received(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n"
+            b"Connection: close\r\n\r\nab")
         proto.data_received(b"cd")
         # IDLE -> HEADERS -> BODY -> CLOSED (body timeout: 408)
         proto, t = fresh(srv)
-        proto.data_received(b"POST / HTTP/1.1\r\n")
+        proto.data_received(b"POST / HTTP/1.1\r\nHost: t\r\n")
         proto.data_received(b"Content-Length: 4\r\n\r\nab")
         proto.deadline_passed()
         # HEADERS -> CLOSED (header timeout)
@@ -43,7 +44,7 @@ def test_every_listed_move_is_taken_and_no_other():
         proto.deadline_passed()
         # IDLE -> CLOSED when the worker drains
         proto, t = fresh(srv)
-        proto.data_received(b"GET / HTTP/1.1\r\n\r\n")
+        proto.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         drain(srv)
         proto.close_when_idle()
     taken = {(PHASE_NAMES[a], PHASE_NAMES[b]) for a, b in recorded.moves}

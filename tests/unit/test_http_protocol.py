@@ -77,7 +77,7 @@ def test_http10_keepalive_stream_says_keep_alive_and_gets_no_100_continue():
 
 def test_connection_close_honoured():
     srv = make_server(hello)
-    out, closed = exchange(srv, [b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"])
+    out, closed = exchange(srv, [b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"])
     assert closed and parse_responses(out)[0].headers["connection"] == "close"
 
 
@@ -87,7 +87,7 @@ def test_pipelined_responses_in_order():
         return [environ["PATH_INFO"].encode()]
 
     srv = make_server(validator(path_app))
-    reqs = b"".join(b"GET /%d HTTP/1.1\r\n\r\n" % i for i in range(20))
+    reqs = b"".join(b"GET /%d HTTP/1.1\r\nHost: t\r\n\r\n" % i for i in range(20))
     for chunks in ([reqs], [reqs[i:i + 7] for i in range(0, len(reqs), 7)]):
         out, _ = exchange(srv, chunks)
         assert [r.body for r in parse_responses(out)] == [b"/%d" % i for i in range(20)]
@@ -95,13 +95,13 @@ def test_pipelined_responses_in_order():
 
 def test_many_pipelined_requests_do_not_recurse():
     srv = make_server(hello)
-    out, _ = exchange(srv, [b"GET / HTTP/1.1\r\n\r\n" * 3000])
+    out, _ = exchange(srv, [b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" * 3000])
     assert len(parse_responses(out)) == 3000
 
 
 def test_head_has_headers_no_body():
     srv = make_server(validator(hello))
-    out, _ = exchange(srv, [b"HEAD / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n"])
+    out, _ = exchange(srv, [b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n"])
     head, get = parse_responses(out, methods=[b"HEAD", b"GET"])
     assert head.headers["content-length"] == "13" and head.body == b""
     assert get.body == b"Hello, World!"
@@ -115,7 +115,7 @@ def test_generator_is_chunked_on_11_and_close_delimited_on_10():
         yield b"bc"
 
     srv = make_server(validator(gen))
-    out, closed = exchange(srv, [b"GET / HTTP/1.1\r\n\r\n"])
+    out, closed = exchange(srv, [b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"])
     (r,) = parse_responses(out, closed=closed)
     assert r.headers["transfer-encoding"] == "chunked" and r.body == b"abc" and not closed
     out, closed = exchange(srv, [b"GET / HTTP/1.0\r\n\r\n"])
@@ -128,7 +128,7 @@ def test_single_chunk_generator_gets_content_length():
         start_response("200 OK", [])
         yield b"only"
 
-    out, _ = exchange(make_server(gen), [b"GET / HTTP/1.1\r\n\r\n"])
+    out, _ = exchange(make_server(gen), [b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"])
     assert parse_responses(out)[0].headers["content-length"] == "4"
 
 
@@ -138,7 +138,7 @@ def test_write_callable():
         write(b"one ")
         return [b"two"]
 
-    out, _ = exchange(make_server(validator(app)), [b"GET / HTTP/1.1\r\n\r\n"])
+    out, _ = exchange(make_server(validator(app)), [b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"])
     assert parse_responses(out)[0].body == b"one two"
 
 
@@ -166,7 +166,7 @@ def test_iterable_close_is_called(fail_at, status, caplog):
         start_response("200 OK", [])
         return Closing([b"a", b"b"], fail_at)
 
-    out, _ = exchange(make_server(app), [b"GET / HTTP/1.1\r\n\r\n"])
+    out, _ = exchange(make_server(app), [b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"])
     assert parse_responses(out)[0].status == status
     assert Closing.closed == 1
 
@@ -180,7 +180,7 @@ def test_close_called_when_failing_mid_body_and_connection_aborted():
 
     srv = make_server(app)
     proto, t = connect(srv)
-    proto.data_received(b"GET / HTTP/1.1\r\n\r\n")
+    proto.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
     assert t.aborted and Closing.closed == 1
 
 
@@ -193,7 +193,7 @@ def test_close_called_when_client_disconnects_mid_stream():
 
     srv = make_server(app)
     proto, t = connect(srv, write_limit=2000)
-    proto.data_received(b"GET / HTTP/1.1\r\n\r\n")
+    proto.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
     assert t.paused and Closing.closed == 0  # backpressure stopped the pull
     sent_so_far = len(t.out)
     assert sent_so_far < 10000
@@ -212,7 +212,7 @@ def test_backpressure_pulls_the_stream_as_the_client_reads():
 
     srv = make_server(app)
     proto, t = connect(srv, write_limit=4000)
-    proto.data_received(b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+    proto.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n")
     assert len(pulled) < 10
     data = b""
     for _ in range(200):
@@ -237,7 +237,7 @@ def test_bad_headers_from_the_app_give_500_never_injection(headers, why):
         start_response("200 OK", headers)
         return [b"body"]
 
-    out, closed = exchange(make_server(app), [b"GET / HTTP/1.1\r\n\r\n"])
+    out, closed = exchange(make_server(app), [b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"])
     (r,) = parse_responses(out)
     assert r.status == 500, why
     assert b"Injected" not in out and closed
@@ -249,7 +249,7 @@ def test_bad_status_gives_500(status):
         start_response(status, [])
         return [b""]
 
-    out, _ = exchange(make_server(app), [b"GET / HTTP/1.1\r\n\r\n"])
+    out, _ = exchange(make_server(app), [b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"])
     assert parse_responses(out)[0].status == 500
 
 
@@ -262,7 +262,7 @@ def test_body_disagreeing_with_content_length_closes_the_connection(declared, bo
         return body
 
     out, closed = exchange(make_server(app),
-                           [b"GET / HTTP/1.1\r\n\r\nGET /never HTTP/1.1\r\n\r\n"])
+                           [b"GET / HTTP/1.1\r\nHost: t\r\n\r\nGET /never HTTP/1.1\r\n\r\n"])
     assert closed
     assert out.count(b"HTTP/1.1 ") == 1  # the pipelined request is not answered after it
     assert b"toolong" not in out  # never more than the declared frame
@@ -275,9 +275,9 @@ def test_exception_before_start_response_is_500_then_service_continues():
         return hello(environ, start_response)
 
     srv = make_server(app)
-    out, closed = exchange(srv, [b"GET /boom HTTP/1.1\r\n\r\n"])
+    out, closed = exchange(srv, [b"GET /boom HTTP/1.1\r\nHost: t\r\n\r\n"])
     assert parse_responses(out)[0].status == 500 and closed
-    out, _ = exchange(srv, [b"GET / HTTP/1.1\r\n\r\n"])
+    out, _ = exchange(srv, [b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"])
     assert parse_responses(out)[0].status == 200
 
 
@@ -291,7 +291,7 @@ def test_exc_info_replaces_headers_before_they_are_sent():
                            [("X-Second", "2"), ("Content-Type", "text/plain")], sys.exc_info())
         return [b"sorry"]
 
-    out, _ = exchange(make_server(validator(app)), [b"GET / HTTP/1.1\r\n\r\n"])
+    out, _ = exchange(make_server(validator(app)), [b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"])
     (r,) = parse_responses(out)
     assert r.status == 503 and "x-second" in r.headers and "x-first" not in r.headers
 
@@ -302,7 +302,7 @@ def test_start_response_twice_without_exc_info_is_an_error():
         start_response("200 OK", [])
         return [b""]
 
-    out, _ = exchange(make_server(app), [b"GET / HTTP/1.1\r\n\r\n"])
+    out, _ = exchange(make_server(app), [b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"])
     assert parse_responses(out)[0].status == 500
 
 
@@ -331,7 +331,7 @@ def test_environ_per_pep3333():
 
 def test_chunked_upload_gets_content_length_and_body():
     srv = make_server(validator(echo_env))
-    out, _ = exchange(srv, [b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    out, _ = exchange(srv, [b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
                             b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"])
     (r,) = parse_responses(out)
     assert env_of(r)["CONTENT_LENGTH"] == "5" and r.body.endswith(b"abcde")
@@ -340,22 +340,24 @@ def test_chunked_upload_gets_content_length_and_body():
 def test_expect_100_continue():
     srv = make_server(echo_env)
     proto, t = connect(srv)
-    proto.data_received(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+    proto.data_received(b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+        b"Content-Length: 3\r\n\r\n")
     assert bytes(t.out) == b"HTTP/1.1 100 Continue\r\n\r\n"
     proto.data_received(b"abc")
     interim, final = parse_responses(bytes(t.out), closed=False)
     assert interim.status == 100 and final.status == 200 and final.body.endswith(b"abc")
     srv = make_server(echo_env, max_body_bytes="2")
-    out, closed = exchange(srv, [b"POST / HTTP/1.1\r\nExpect: 100-continue\r\n"
+    out, closed = exchange(srv, [b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
                                  b"Content-Length: 3\r\n\r\n"])
     assert b"100 Continue" not in out and parse_responses(out)[0].status == 413 and closed
 
 
 @pytest.mark.parametrize("raw,status", [
     (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 414),
-    (b"GET / HTTP/1.1\r\n" + b"".join(b"H%d: v\r\n" % i for i in range(101)) + b"\r\n", 431),
-    (b"GET / HTTP/1.1\r\nX: " + b"v" * 70000 + b"\r\n\r\n", 431),
-    (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: t\r\n" + b"".join(b"H%d: v\r\n"
+        b"" % i for i in range(101)) + b"\r\n", 431),
+    (b"GET / HTTP/1.1\r\nHost: t\r\nX: " + b"v" * 70000 + b"\r\n\r\n", 431),
+    (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
     (b"GET / HTTP/2.0\r\n\r\n", 505),
 ])
 def test_client_errors_answer_with_status_and_close(raw, status):
@@ -366,10 +368,10 @@ def test_client_errors_answer_with_status_and_close(raw, status):
 
 def test_health_path_and_draining():
     srv = make_server(hello)
-    out, closed = exchange(srv, [b"GET /healthz HTTP/1.1\r\n\r\n"])
+    out, closed = exchange(srv, [b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"])
     assert parse_responses(out)[0].status == 200 and not closed
     drain(srv)
-    out, closed = exchange(srv, [b"GET /healthz HTTP/1.1\r\n\r\n"])
+    out, closed = exchange(srv, [b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"])
     r = parse_responses(out)[0]
     assert r.status == 503 and r.headers["connection"] == "close" and closed
 
@@ -379,14 +381,14 @@ def test_status_path_lists_workers():
 
     srv = make_server(hello, status_path="/status")
     srv.host.scoreboard.claim(0, 1234, 0, 1, 0.0)
-    out, _ = exchange(srv, [b"GET /status HTTP/1.1\r\n\r\n"])
+    out, _ = exchange(srv, [b"GET /status HTTP/1.1\r\nHost: t\r\n\r\n"])
     doc = json.loads(parse_responses(out)[0].body)
     assert doc["workers"][0]["pid"] == 1234
 
 
 def test_requests_are_counted_in_the_scoreboard():
     srv = make_server(hello)
-    exchange(srv, [b"GET / HTTP/1.1\r\n\r\n" * 5])
+    exchange(srv, [b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" * 5])
     assert srv.host.slot.requests == 5
 
 
@@ -399,13 +401,13 @@ def test_timeouts_by_phase():
     assert parse_responses(bytes(t.out))[0].status == 408 and t.closed
     # body stalled: 408
     proto, t = connect(srv)
-    proto.data_received(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+    proto.data_received(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
     assert proto.deadline == srv.host.loop.now + srv.config.body_timeout
     proto.deadline_passed()
     assert parse_responses(bytes(t.out))[0].status == 408 and t.closed
     # idle keep-alive: quiet close
     proto, t = connect(srv)
-    proto.data_received(b"GET / HTTP/1.1\r\n\r\n")
+    proto.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
     assert proto.deadline == srv.host.loop.now + srv.config.keepalive_timeout
     t.out.clear()
     proto.deadline_passed()
@@ -423,16 +425,16 @@ def test_slowloris_header_deadline_is_not_extended_by_trickling():
     proto.data_received(b"G")
     first = proto.deadline
     srv.host.loop.now += 5
-    proto.data_received(b"ET / HTTP/1.1\r\nX: ")
+    proto.data_received(b"ET / HTTP/1.1\r\nHost: t\r\nX: ")
     assert proto.deadline == first
 
 
 def test_a_drain_closes_no_connection_a_request_may_be_on_its_way_to():
     srv = make_server(hello)
     idle, t_idle = connect(srv)
-    idle.data_received(b"GET / HTTP/1.1\r\n\r\n")
+    idle.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
     partial, t_partial = connect(srv)
-    partial.data_received(b"GET / HTTP/1.1\r\n")
+    partial.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n")
     drain(srv)
     idle.close_when_idle()
     partial.close_when_idle()
@@ -441,7 +443,8 @@ def test_a_drain_closes_no_connection_a_request_may_be_on_its_way_to():
     r = parse_responses(bytes(t_partial.out))[0]
     assert r.status == 200 and r.headers["connection"] == "close" and t_partial.closed
     t_idle.drain()
-    idle.data_received(b"GET / HTTP/1.1\r\n\r\n")  # the idle one's next request: the same
+    idle.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+        b"")  # the idle one's next request: the same
     r = parse_responses(bytes(t_idle.out))[0]
     assert r.status == 200 and r.headers["connection"] == "close" and t_idle.closed
 
@@ -456,7 +459,7 @@ def test_file_wrapper_uses_sendfile(tmp_path):
         fh.seek(6)
         return environ["wsgi.file_wrapper"](fh)
 
-    out, _ = exchange(make_server(validator(app)), [b"GET / HTTP/1.1\r\n\r\n" * 2])
+    out, _ = exchange(make_server(validator(app)), [b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" * 2])
     r1, r2 = parse_responses(out)
     assert r1.body == f.read_bytes()[6:] == r2.body
     assert r1.headers["content-length"] == str(25600 - 6)
@@ -469,20 +472,20 @@ def test_file_wrapper_over_non_file_iterates():
         start_response("200 OK", [("Content-Type", "text/plain")])
         return environ["wsgi.file_wrapper"](io.BytesIO(b"abc" * 10000), 1000)
 
-    out, _ = exchange(make_server(validator(app)), [b"GET / HTTP/1.1\r\n\r\n"])
+    out, _ = exchange(make_server(validator(app)), [b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"])
     assert parse_responses(out)[0].body == b"abc" * 10000
 
 
 def test_welcome_app_by_default():
-    out, _ = exchange(make_server(None), [b"GET / HTTP/1.1\r\n\r\n"])
+    out, _ = exchange(make_server(None), [b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"])
     r = parse_responses(out)[0]
     assert r.status == 200 and b"Welcome to preforkd" in r.body and b"generation 1" in r.body
 
 
 VALID = [b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
-         b"POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
-         b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-         b"HEAD / HTTP/1.0\r\n\r\n", b"GET /s HTTP/1.1\r\nExpect: 100-continue\r\n\r\n"]
+         b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc",
+         b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+         b"HEAD / HTTP/1.0\r\n\r\n", b"GET /s HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n\r\n"]
 
 
 def _mutate(t):
@@ -531,7 +534,7 @@ def test_every_answer_restarts_the_keepalive_deadline():
     proto, t = connect(srv)
     for target in (b"/", b"/healthz", b"/"):
         srv.host.loop.now += 10
-        proto.data_received(b"GET " + target + b" HTTP/1.1\r\n\r\n")
+        proto.data_received(b"GET " + target + b" HTTP/1.1\r\nHost: t\r\n\r\n")
         assert proto.deadline == srv.host.loop.now + srv.config.keepalive_timeout
 
 
@@ -543,6 +546,6 @@ def test_a_stuck_request_is_found_on_the_stack():
         start_response("200 OK", [("Content-Length", "0")])
         return [b""]
     srv = make_server(app)
-    exchange(srv, [b"GET /stuck/here?x=1 HTTP/1.1\r\n\r\n"])
+    exchange(srv, [b"GET /stuck/here?x=1 HTTP/1.1\r\nHost: t\r\n\r\n"])
     assert seen == [(b"GET", b"/stuck/here?x=1")]
     assert srv.busy_request(sys._getframe()) is None  # not inside a request

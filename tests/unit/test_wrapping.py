@@ -48,7 +48,7 @@ def wrapped(server):
 def test_inner_protocol_sees_the_peer_from_the_prefix_in_every_chunking():
     server = make_server(whoami)
     stream = (b"PEER 203.0.113.7 4242\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"
-              b"GET /again HTTP/1.1\r\n\r\n")
+              b"GET /again HTTP/1.1\r\nHost: t\r\n\r\n")
     for size in (len(stream), 1, 5, 23):
         t = wrapped(server)
         for i in range(0, len(stream), size):
@@ -61,7 +61,7 @@ def test_inner_protocol_sees_the_peer_from_the_prefix_in_every_chunking():
 def test_malformed_or_endless_prefix_closes_without_an_inner_protocol():
     server = make_server(whoami)
     t = wrapped(server)
-    t.protocol.data_received(b"HELLO there\r\nGET / HTTP/1.1\r\n\r\n")
+    t.protocol.data_received(b"HELLO there\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n")
     assert t.aborted and t.out == b"" and isinstance(t.protocol, PeerLine)
     t = wrapped(server)
     t.protocol.data_received(b"PEER " + b"1" * PeerLine.MAX_PREFIX)
@@ -87,7 +87,7 @@ def test_over_tcp_with_the_real_transport():
     t = Transport(loop, fd, PeerLine(server.make_protocol), closed.append, addr, listener)
     connections.add(t)
     t.start()
-    client.sendall(b"PEER 198.51.100.9 7\r\nGET / HTTP/1.1\r\n\r\n")
+    client.sendall(b"PEER 198.51.100.9 7\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n")
     client.settimeout(0.01)
     got = b""
     for _ in range(500):  # bounded: each turn waits at most 10 ms
