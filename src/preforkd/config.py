@@ -190,6 +190,8 @@ FIELDS: tuple[Field, ...] = (
           "the whole request header must arrive within this (slowloris): 408"),
     Field("body_timeout", _seconds(allow_zero=False), 60.0,
           "longest pause between two reads of a request body: 408"),
+    Field("min_body_rate", _int(0), 500,
+          "after body_timeout, a request body must average this many bytes/s: 408 (0: off)"),
     Field("keepalive_timeout", _seconds(allow_zero=False), 75.0,
           "close an idle keep-alive connection after this (above load balancers' 60 s)"),
     Field("write_timeout", _seconds(allow_zero=False), 60.0,
@@ -237,6 +239,7 @@ class Config:
     recycle_jitter: float
     header_timeout: float
     body_timeout: float
+    min_body_rate: int
     keepalive_timeout: float
     write_timeout: float
     max_request_line_bytes: int

@@ -549,3 +549,13 @@ def test_a_stuck_request_is_found_on_the_stack():
     exchange(srv, [b"GET /stuck/here?x=1 HTTP/1.1\r\nHost: t\r\n\r\n"])
     assert seen == [(b"GET", b"/stuck/here?x=1")]
     assert srv.busy_request(sys._getframe()) is None  # not inside a request
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 4])
+def test_next_request_begun_in_the_same_read_survives_the_parser_release(cut):
+    """A young connection gives back its parser after a response, but not while llhttp
+    holds the first bytes of the next request's method (no callback reports them)."""
+    srv = make_server(hello)
+    req = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+    out, closed = exchange(srv, [req + req[:cut], req[cut:], req])
+    assert [r.status for r in parse_responses(out)] == [200, 200, 200] and not closed

@@ -58,7 +58,7 @@ PHASE_NAMES = ("IDLE", "HEADERS", "BODY", "RESPONDING", "CLOSED")
 PHASES = {
     IDLE: ("keepalive_timeout", "close quietly"),
     HEADERS: ("header_timeout", "408, or a quiet close if no byte came"),
-    BODY: ("body_timeout", "408 (the time between two reads)"),
+    BODY: ("body_timeout", "408 (between two reads; and below min_body_rate)"),
     RESPONDING: ("write_timeout", "abort (only while the client reads nothing)"),
     CLOSED: ("", ""),
 }
@@ -89,8 +89,7 @@ class HttpProtocol(Protocol):
         self.server = server
         self.conn = HttpConnection(server.limits)
         self.exchange = server.responder.exchange(self)
-        self.phase = IDLE
-        self.deadline = 0.0
+        self.phase, self.deadline = IDLE, 0.0
         self.paused = False  # the transport asked us to stop writing
         self.read_paused = False  # we stopped reading (a response in flight, or paused)
         self.framing: Framing | None = None  # a response that is not one known chunk
@@ -102,19 +101,16 @@ class HttpProtocol(Protocol):
 
     def connection_made(self, transport: Transport) -> None:
         self.transport = transport
-        server = self.server
-        self.deadline = server.loop.now + server.header_timeout
+        self.deadline = self.server.loop.now + self.server.header_timeout
 
     def trim(self) -> None:
-        """Idle for a while: give back what the next request can rebuild, and be
-        treated as a young connection again until it proves busy."""
+        """Idle a while: give back what the next request can rebuild; young again."""
         self.exchange.trim()
         self.conn.release()
         self.served = 2
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.phase = CLOSED
-        self.deadline = 0.0
+        self.phase, self.deadline = CLOSED, 0.0
         self._done()
         # Break the cycles (transport <-> protocol, parser <-> connection, exchange <->
         # driver) so memory goes back at once by reference counting.
@@ -147,11 +143,9 @@ class HttpProtocol(Protocol):
 
     def _process(self) -> None:
         """Run queued events until one needs more data or a response is in flight.
-
         Responses go out with write_later: those of one read (pipelining), and of
         every connection served in this loop turn, leave in one send each."""
-        events = self.conn.events
-        server = self.server
+        events, server = self.conn.events, self.server
         routes = server.routes
         while events and self.phase < RESPONDING:
             event = events.pop(0)
@@ -207,11 +201,22 @@ class HttpProtocol(Protocol):
                 if self.served or not self.deadline:  # (a new connection's runs from accept)
                     self.deadline = self.server.loop.now + self.server.header_timeout
         else:
-            self.phase = BODY  # body_timeout runs between reads
-            self.deadline = self.server.loop.now + self.server.body_timeout
+            self._body_deadline(conn.request.body_size)
         if self.read_paused and not self.paused:
             self.read_paused = False
             self.transport.resume_reading()
+
+    def _body_deadline(self, received: int) -> None:
+        """body_timeout runs between reads; past a first body_timeout the body must
+        also average min_body_rate (so a byte trickled now and then is cut off)."""
+        server, now = self.server, self.server.loop.now
+        if self.phase != BODY:
+            self.phase, self.started = BODY, now  # (started: in BODY, when it began)
+        deadline = now + server.body_timeout
+        if server.min_body_rate:
+            deadline = min(deadline, self.started + server.body_timeout
+                           + received / server.min_body_rate)
+        self.deadline = deadline
 
     # -- requests ------------------------------------------------------------------
     def send_whole(self, parts: HeadParts, body: bytes) -> None:
@@ -306,9 +311,9 @@ class HttpProtocol(Protocol):
             self._done()
             self.transport.abort()
             self.phase = CLOSED
-        else:
-            self._done()
-            self.send_error(500, "internal server error")
+            return
+        self._done()
+        self.send_error(500, "internal server error")
 
     def _done(self) -> None:
         done = self.on_done
@@ -325,12 +330,11 @@ class HttpProtocol(Protocol):
             self.server.log_access(self, req, resp.parts.code if resp is not None else 0,
                                    resp.sent if resp is not None else 0)
         self.framing = self.request = None
-        if self.phase == CLOSED:
-            return
-        if resp is None or resp.close:
-            self._close()
-            return
-        self.phase = IDLE
+        if self.phase != CLOSED:
+            if resp is None or resp.close:
+                self._close()
+            else:
+                self.phase = IDLE
 
     # -- errors, timeouts, flow control -----------------------------------------------
     def send_error(self, status: int, detail: str) -> None:
@@ -345,16 +349,13 @@ class HttpProtocol(Protocol):
             log.info("event=client-error status=%d detail=%s", status, detail)
 
     def deadline_passed(self) -> None:
-        phase = self.phase
-        self.deadline = 0.0
-        if phase == HEADERS and self.conn.request is None:
-            self._close()  # connected but never sent a byte: nothing to answer
-        elif phase == HEADERS or phase == BODY:
+        phase, self.deadline = self.phase, 0.0
+        if phase == BODY or (phase == HEADERS and self.conn.request is not None):
             self.send_error(408, "request not received in time")
         elif phase == RESPONDING:
             self.transport.abort()  # the client stopped reading (write_timeout)
         else:
-            self._close()  # idle keep-alive
+            self._close()  # idle keep-alive, or connected and never sent a byte
         self.phase = CLOSED
 
     def pause_writing(self) -> None:

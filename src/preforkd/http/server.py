@@ -39,6 +39,7 @@ class HttpServer:
         self.keepalive_timeout = config.keepalive_timeout
         self.header_timeout = config.header_timeout
         self.body_timeout = config.body_timeout
+        self.min_body_rate = config.min_body_rate
         self.write_timeout = config.write_timeout
         self.router = Router()
         OwnPaths(host.scoreboard, lambda: self.draining).install(
