@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import select
 import signal
 import socket
 import time
@@ -150,6 +151,34 @@ def test_slowloris_is_cut_off_while_others_are_served(http_server):
     assert time.monotonic() - t0 < 4.0  # header_timeout is 1 s (swept once a second)
     slow.close()
     c.close()
+
+
+@pytest.mark.parametrize("rate", [0, 200])
+def test_a_trickled_body_is_cut_off_by_min_body_rate(server, rate):
+    """Each byte comes well within body_timeout, so only min_body_rate can end it: after
+    the first body_timeout (1 s) plus received/rate seconds. Off (0), it goes on."""
+    srv = server("-w", "1", "--app", "wsgiapps:app", "--body-timeout", "1",
+                 "--min-body-rate", str(rate))
+    srv.wait_ready(1)
+    slow = socket.create_connection(srv.address, timeout=10)
+    slow.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+    t0 = time.monotonic()
+    cut = False
+    while time.monotonic() - t0 < 3.5:
+        try:
+            slow.sendall(b"b")
+        except OSError:
+            cut = True
+            break
+        if select.select([slow], [], [], 0.3)[0]:
+            cut = True
+            break
+    if rate:
+        assert cut and read_until_closed(slow).startswith(b"HTTP/1.1 408 ")
+        assert time.monotonic() - t0 < 3.0  # 1 s + ~10 bytes / 200 B/s, swept each second
+    else:
+        assert not cut  # body_timeout alone never ends a body that keeps coming
+    slow.close()
 
 
 def test_app_exception_gives_500_then_healthy_service(http_server):

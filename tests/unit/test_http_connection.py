@@ -52,6 +52,8 @@ def summary(evs: list) -> list:
 
 
 SPLITS = ["whole", "bytes", "seed-1", "seed-2", "seed-3"]
+_CH = b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+_CH_FIELDS = ((b"Host", b"t"), (b"Transfer-Encoding", b"chunked"))
 
 VALID = {
     "simple": (b"GET /a/b?x=1 HTTP/1.1\r\nHost: h\r\n\r\n",
@@ -97,6 +99,34 @@ VALID = {
                             (b"POST", b"/1", "1.1", ((b"Host", b"t"), (b"Expect", b"100-continue"),
                                                      (b"Content-Length", b"2")), b"ok", True),
                             (b"GET", b"/2", "1.0", (), b"", False)]),
+    # Chunked bodies are decoded by preforkd: BWS around ";" and "=" (RFC 9112 §7.1.1),
+    # trailers checked and dropped (even framing fields), pipelines around them.
+    "chunk-ext-bws": (_CH + b"5 ; a = b ;c\t;d=\"q \\\" r\"\r\nhello\r\n0\r\n\r\n",
+                      [(b"POST", b"/", "1.1", _CH_FIELDS, b"hello", True)]),
+    "chunked-trailers-dropped": (_CH + b"5\r\nhello\r\n0\r\nContent-Length: 50\r\n"
+                                 b"Transfer-Encoding: chunked\r\n\r\n",
+                                 [(b"POST", b"/", "1.1", _CH_FIELDS, b"hello", True)]),
+    "chunked-pipeline": (b"POST /l HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\n\r\n\r\n"
+                         + _CH + b"1\r\na\r\n0\r\n\r\n" + _CH + b"2\r\nbc\r\n0\r\n\r\n"
+                         b"GET /g HTTP/1.1\r\nHost: t\r\n\r\n",
+                         [(b"POST", b"/l", "1.1", ((b"Host", b"t"), (b"Content-Length", b"4")),
+                           b"\r\n\r\n", True),
+                          (b"POST", b"/", "1.1", _CH_FIELDS, b"a", True),
+                          (b"POST", b"/", "1.1", _CH_FIELDS, b"bc", True),
+                          (b"GET", b"/g", "1.1", ((b"Host", b"t"),), b"", True)]),
+    # Nothing is read after a request that ends the connection (RFC 9112 §9.6).
+    "close-then-more": (b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                        b"GET /2 HTTP/1.1\r\nHost: t\r\n\r\n",
+                        [(b"GET", b"/", "1.1", ((b"Host", b"t"), (b"Connection", b"close")),
+                          b"", False)]),
+    # A refused upgrade's body is framed as usual (RFC 9112 §6.3), then the end.
+    "upgrade-with-body": (b"POST / HTTP/1.1\r\nHost: t\r\nUpgrade: x\r\nConnection: upgrade\r\n"
+                          b"Content-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\nHost: t\r\n\r\n",
+                          [(b"POST", b"/", "1.1", ((b"Host", b"t"), (b"Upgrade", b"x"),
+                                                   (b"Connection", b"upgrade"),
+                                                   (b"Content-Length", b"3")), b"abc", False)]),
+    "http12-served-as-11": (b"GET / HTTP/1.2\r\nHost: t\r\n\r\n",
+                            [(b"GET", b"/", "1.1", ((b"Host", b"t"),), b"", True)]),
 }
 
 
@@ -131,7 +161,24 @@ INVALID = {
     "garbage": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),
     "http2": (b"GET / HTTP/2.0\r\n\r\n", 505),
     "expect-other": (b"POST / HTTP/1.1\r\nHost: t\r\nExpect: magic\r\nContent-Length: 1\r\n"
-        b"\r\nx", 417),
+        b"\r\nx", 417),    "chunk-size-trailing-space": (_CH + b"5 \r\nhello\r\n0\r\n\r\n", 400),
+    "chunk-size-17-digits": (_CH + b"00000000000000005\r\nhello\r\n0\r\n\r\n", 400),
+    "chunk-size-hex-prefix": (_CH + b"0x5\r\nhello\r\n0\r\n\r\n", 400),
+    "chunk-ext-no-value": (_CH + b"5;a=\r\nhello\r\n0\r\n\r\n", 400),
+    "chunk-data-too-long": (_CH + b"5\r\nhelloX\r\n0\r\n\r\n", 400),
+    "chunk-line-bare-lf": (_CH + b"5\nhello\r\n0\r\n\r\n", 400),
+    "chunk-too-large": (_CH + b"7fffffffffffffff\r\n", 413),
+    "trailer-space-before-colon": (_CH + b"0\r\nX : y\r\n\r\n", 400),
+    "chunked-in-http10": (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                          400),
+    "no-host": (b"GET / HTTP/1.1\r\n\r\n", 400),
+    "two-hosts": (b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400),
+    "unknown-method": (b"FOO / HTTP/1.1\r\nHost: t\r\n\r\n", 501),
+    "unknown-method-after-chunked": (_CH + b"0\r\n\r\nBREW / HTTP/1.1\r\nHost: t\r\n\r\n",
+                                     501),
+    "method-not-a-token": (b"G\x00T / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    "h2-preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
+    "connect": (b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 501),
 }
 
 
