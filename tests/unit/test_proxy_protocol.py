@@ -322,6 +322,8 @@ def test_the_wrapper_bound_is_the_v2_cap():
     (["unix"], "/run/lb.sock", True),
     (["unix"], REAL_PEER, False),
     (["127.0.0.0/8"], None, False),  # the peer left before we asked
+    ("127.0.0.0/8", REAL_PEER, True),  # one network as a string
+    ("10.0.0.1", ("1.0.0.0", 5), False),  # (not the networks "1", "0", ".")
 ])
 def test_the_allow_list_decides_before_a_byte_is_read(allow, peer, allowed):
     stream = VALID[6][1] + PAYLOAD
@@ -330,6 +332,11 @@ def test_the_allow_list_decides_before_a_byte_is_read(allow, peer, allowed):
         assert Recorder.made[0].got == PAYLOAD and stats.accepted == 1
     else:
         assert_closed_untouched(t, stats)
+
+
+def test_a_bad_allow_list_fails_at_once():
+    with pytest.raises(ValueError):
+        ProxyProtocol.factory(Recorder, allow=["10.0.0.0/33"])
 
 
 def test_the_real_peer_survives_a_header_that_keeps_it():

@@ -361,6 +361,8 @@ class AllowList:
     def __init__(self, allow: Iterable[Any] | None = None) -> None:
         networks = []
         self.unix = False
+        if isinstance(allow, str):
+            allow = [allow]  # one network, not its characters
         for item in allow or ():
             if item == "unix":
                 self.unix = True
