@@ -196,6 +196,9 @@ FIELDS: tuple[Field, ...] = (
           "close an idle keep-alive connection after this (above load balancers' 60 s)"),
     Field("write_timeout", _seconds(allow_zero=False), 60.0,
           "abort a connection whose client reads none of its response for this long"),
+    Field("drain_delay", _seconds(), 0.0,
+          "on a graceful stop, answer health_path 503 while still serving for this long "
+          "before closing the listeners (let the load balancer take us out first)"),
     Field("max_request_line_bytes", _int(64, 1 << 20), 8192, "longer request target: 414"),
     Field("max_header_bytes", _int(256, 1 << 24), 65536, "larger header section: 431"),
     Field("max_header_count", _int(1, 10000), 100, "more header fields: 431"),
@@ -242,6 +245,7 @@ class Config:
     min_body_rate: int
     keepalive_timeout: float
     write_timeout: float
+    drain_delay: float
     max_request_line_bytes: int
     max_header_bytes: int
     max_header_count: int

@@ -40,7 +40,8 @@ T = TypeVar("T")
 # -- the channel: master <-> one worker -------------------------------------------
 
 class ToWorker(enum.Enum):
-    GRACEFUL = b"q"  # drain and exit
+    GRACEFUL = b"q"  # drain and exit: retired (reload, recycling, fewer workers)
+    STOP = b"s"  # the server stops: health says so for drain_delay, then drain and exit
     FAST = b"t"  # exit now
     REOPEN = b"o"  # reopen log files
 

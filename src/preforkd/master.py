@@ -176,7 +176,7 @@ class Master:
             self.pool.reap()
             if self.stopping and not self.workers:
                 return
-            p = plan(self.workers.values(), self._goal(), self.pool.beats(), time.monotonic(),
+            p = plan(self.workers.values(), _goal(self), self.pool.beats(), time.monotonic(),
                      self.pool.usage())
             self.pool.carry_out(p.decisions, self.config, self._listeners_for)
             if p.all_ready:
@@ -198,10 +198,6 @@ class Master:
             if cmd.handler is not None:  # (CHLD only wakes the loop: it reaps every turn)
                 log.debug("event=signal signal=%s", sig.name)
                 self.pending.append((cmd, None))
-
-    def _goal(self) -> Goal:
-        return Goal(self.num_workers, self.generation, self.rollout is not None, self.stopping,
-                    self.spawn_not_before, self.config.timeout, self.config.graceful_timeout)
 
     # -- what workers starting and ending mean -----------------------------------
     def _close_in_child(self) -> None:
@@ -380,6 +376,14 @@ class Master:
     def report_status(self, reply: Reply | None) -> None:
         if reply is not None:
             reply.send(json.dumps(status_document(self)))
+
+
+def _goal(m: Master) -> Goal:
+    """What the master wants of its workers now (the input of supervise.plan)."""
+    c, up = m.config, m.upgrading
+    return Goal(m.num_workers, m.generation, m.rollout is not None, m.stopping,
+                m.spawn_not_before, c.timeout, c.graceful_timeout, c.drain_delay,
+                bool(up and up.ready))
 
 
 def status_document(master: Master) -> dict[str, Any]:

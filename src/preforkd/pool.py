@@ -190,9 +190,15 @@ class Pool:
     def _stop(self, w: WorkerSlot, d: Stop) -> None:
         graceful = d.mode is StopMode.GRACEFUL
         w.state, w.stop, w.kill_at = State.DRAINING, d.mode, d.kill_at
-        order = ToWorker.GRACEFUL if graceful else ToWorker.FAST
+        # (by signal, the worker reads TERM as the server's stop, QUIT as a retirement)
+        if not graceful:
+            order, sig = ToWorker.FAST, signal.SIGINT
+        elif d.final:
+            order, sig = ToWorker.STOP, signal.SIGTERM
+        else:
+            order, sig = ToWorker.GRACEFUL, signal.SIGQUIT
         if w.channel is None or not w.channel.send(order):
-            self._signal(w, signal.SIGTERM if graceful else signal.SIGINT)
+            self._signal(w, sig)
         log.info("worker=%d pid=%d gen=%d event=stopping mode=%s", w.index, w.pid,
                  w.generation, d.mode.value)
         self.event("stopping", w, mode=d.mode.value)

@@ -109,6 +109,10 @@ class Goal:
     spawn_not_before: float = 0.0  # the boot-failure backoff
     timeout: float = 30.0  # heartbeat
     graceful_timeout: float = 30.0
+    # A graceful stop of the server fails the workers' health check for drain_delay
+    # before they drain; not when a new master took over (USR2): it serves on.
+    drain_delay: float = 0.0
+    handed_over: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,11 +123,13 @@ class Spawn:
 
 @dataclass(frozen=True)
 class Stop:
-    """Tell the worker to drain (GRACEFUL) or exit now (FAST); SIGKILL at kill_at."""
+    """Tell the worker to drain (GRACEFUL) or exit now (FAST); SIGKILL at kill_at.
+    `final`: the server itself stops (health fails first, for drain_delay)."""
 
     pid: int
     mode: StopMode
     kill_at: float
+    final: bool = False
 
 
 @dataclass(frozen=True)
@@ -218,7 +224,9 @@ def _stop_all(table: list[WorkerSlot], mode: StopMode, goal: Goal, now: float,
     """Rule 3."""
     for w in table:
         if mode is StopMode.GRACEFUL and w.state is not State.DRAINING:
-            _stop(w, mode, now + goal.graceful_timeout + KILL_MARGIN, out)
+            delay = 0.0 if goal.handed_over else goal.drain_delay
+            _stop(w, mode, now + delay + goal.graceful_timeout + KILL_MARGIN, out,
+                  final=not goal.handed_over)
         elif mode is StopMode.FAST and w.stop is not StopMode.FAST:
             _stop(w, mode, now + FAST_STOP_GRACE, out)
 
@@ -285,9 +293,10 @@ def _past_limit(w: WorkerSlot, usage: tuple[int, int] | None, now: float) -> str
     return ""
 
 
-def _stop(w: WorkerSlot, mode: StopMode, kill_at: float, out: Plan) -> None:
+def _stop(w: WorkerSlot, mode: StopMode, kill_at: float, out: Plan,
+          final: bool = False) -> None:
     kill_at = min(w.kill_at or INF, kill_at)
-    out.decisions.append(Stop(w.pid, mode, kill_at))
+    out.decisions.append(Stop(w.pid, mode, kill_at, final))
     out.wake = min(out.wake, kill_at)
 
 

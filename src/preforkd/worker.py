@@ -77,6 +77,7 @@ class WorkerProcess:
         self.exclusive = config.accept == "exclusive"
         self.rotate = self.exclusive and config.workers > 1 and self.loop.exclusive_supported
         self.stopping = False
+        self.stop_announced = False  # the server stops: health fails, drain_delay runs
         self.exit_code = EX_OK
         self._resume_timer: Any = None
         self._closed_callback = self._connection_closed  # one bound method, not one each
@@ -245,7 +246,9 @@ class WorkerProcess:
             self.stop_fast()
             return
         for order in orders:
-            if order is ToWorker.GRACEFUL:
+            if order is ToWorker.STOP:
+                self.stop_server()
+            elif order is ToWorker.GRACEFUL:
                 self.stop_graceful()
             elif order is ToWorker.FAST:
                 self.stop_fast()
@@ -258,13 +261,30 @@ class WorkerProcess:
                 self.stop_fast()
             elif sig == signal.SIGUSR1:
                 self.reopen_logs()
+            elif sig == signal.SIGQUIT:
+                self.stop_graceful()  # (the master's fallback when it retires us)
             else:
-                self.stop_graceful()
+                self.stop_server()
 
     def reopen_logs(self) -> None:
         logs.reopen(self.config.error_log)
         for hook in self.host.reopen_hooks:
             hook()
+
+    def stop_server(self) -> None:
+        """The whole server stops: the health path fails at once while we serve on
+        for drain_delay (the balancer takes us out meanwhile), then a graceful stop."""
+        if self.stopping or self.stop_announced:
+            return
+        self.stop_announced = True
+        log.debug("worker=%d event=stop-announced drain_delay=%s", self.index,
+                  self.config.drain_delay)
+        for hook in self.host.stop_hooks:
+            hook()
+        if self.config.drain_delay > 0:
+            self.loop.call_later(self.config.drain_delay, self.stop_graceful)
+        else:
+            self.stop_graceful()
 
     def stop_graceful(self) -> None:
         if self.stopping:

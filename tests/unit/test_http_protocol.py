@@ -367,13 +367,21 @@ def test_client_errors_answer_with_status_and_close(raw, status):
 
 
 def test_health_path_and_draining():
+    """A worker retired (reload, recycling) drains with its health at 200: a reload never
+    looks like a stop. When the server stops, health is 503 at once."""
     srv = make_server(hello)
     out, closed = exchange(srv, [b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"])
     assert parse_responses(out)[0].status == 200 and not closed
     drain(srv)
     out, closed = exchange(srv, [b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"])
     r = parse_responses(out)[0]
-    assert r.status == 503 and r.headers["connection"] == "close" and closed
+    assert r.status == 200 and r.headers["connection"] == "close" and closed
+    srv = make_server(hello)
+    for hook in srv.host.stop_hooks:
+        hook()
+    out, closed = exchange(srv, [b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"])
+    r = parse_responses(out)[0]
+    assert r.status == 503 and "connection" not in r.headers and not closed
 
 
 def test_status_path_lists_workers():

@@ -82,10 +82,13 @@ def test_failure_closes_what_was_bound():
 
 
 def test_reuseport_group_spreads_connections_over_its_sockets():
-    (first,) = open_listeners(("127.0.0.1:0",), 64, 0o600, reuseport=True)
-    group = [first] + [reuseport_sibling(first, 64) for _ in range(3)]
+    # (a backlog no socket's share of 200 can fill: a full queue drops SYNs, and the
+    # client would wait out its retransmits)
+    (first,) = open_listeners(("127.0.0.1:0",), 512, 0o600, reuseport=True)
+    group = [first] + [reuseport_sibling(first, 512) for _ in range(3)]
     assert {lst.sock.getsockname() for lst in group} == {first.sock.getsockname()}
-    clients = [socket.create_connection(first.sock.getsockname()) for _ in range(200)]
+    clients = [socket.create_connection(first.sock.getsockname(), timeout=5)
+               for _ in range(200)]
     taken = []
     for lst in group:
         lst.sock.setblocking(False)

@@ -183,8 +183,18 @@ def test_retire_deadline_is_graceful_timeout_plus_margin():
 def test_graceful_stop_tells_every_worker_not_draining_and_spawns_nothing():
     table = [worker(0), worker(1, state=BOOTING), worker(2, state=DRAINING, kill_at=NOW + 3)]
     p = run(table, 5, stopping=StopMode.GRACEFUL)
-    assert p.decisions == [retire(table[0]), retire(table[1])]
+    assert p.decisions == [Stop(w.pid, StopMode.GRACEFUL, NOW + GRACE + KILL_MARGIN, True)
+                           for w in table[:2]]
     assert not p.all_ready
+
+
+def test_graceful_stop_waits_drain_delay_more_unless_a_new_master_took_over():
+    table = [worker(0)]
+    p = run(table, 1, stopping=StopMode.GRACEFUL, drain_delay=5.0)
+    assert p.decisions == [Stop(table[0].pid, StopMode.GRACEFUL, NOW + 5.0 + GRACE + KILL_MARGIN,
+                                final=True)]
+    p = run(table, 1, stopping=StopMode.GRACEFUL, drain_delay=5.0, handed_over=True)
+    assert p.decisions == [retire(table[0])]  # the new master serves on: not a stop
 
 
 def test_fast_stop_tells_every_worker_once_even_a_draining_one():

@@ -38,7 +38,7 @@ class Router:
 
 
 class OwnPaths:
-    """health_path: 200 "ok", or 503 "draining" once a graceful stop begins (so a
+    """health_path: 200 "ok", or 503 "draining" once the server stops (so a
     balancer stops sending before the listener closes); status_path: every
     worker's scoreboard slot as JSON."""
 

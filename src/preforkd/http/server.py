@@ -34,7 +34,8 @@ class HttpServer:
         self.loop = host.loop
         self.slot = host.slot
         self.limits = Limits.from_config(config)
-        self.draining = False
+        self.draining = False  # keep-alive connections close after their next response
+        self.stopping = False  # the server stops (not a reload): health answers 503
         # Read on every request: plain attributes, not config.<key> chains.
         self.keepalive_timeout = config.keepalive_timeout
         self.header_timeout = config.header_timeout
@@ -42,7 +43,7 @@ class HttpServer:
         self.min_body_rate = config.min_body_rate
         self.write_timeout = config.write_timeout
         self.router = Router()
-        OwnPaths(host.scoreboard, lambda: self.draining).install(
+        OwnPaths(host.scoreboard, lambda: self.stopping).install(
             self.router, config.health_path, config.status_path)
         self.routes = self.router.routes
         if responder is None:
@@ -59,6 +60,7 @@ class HttpServer:
         self._tick()
         self.loop.call_later(SWEEP_INTERVAL, self._sweep)
         host.on_drain(self._drain)
+        host.on_stop(self._stop)
         host.on_reopen(self.access.reopen)
         host.on_exit(self.access.close)
         host.report_states(self.count_states)
@@ -121,6 +123,9 @@ class HttpServer:
 
     def _drain(self) -> None:
         self.draining = True
+
+    def _stop(self) -> None:
+        self.stopping = True
 
     def _tick(self) -> None:
         now = int(time.time())

@@ -121,6 +121,7 @@ class Host:
         self.connections = connections  # the worker's live transports (read only)
         self.nodelay_at_accept = True
         self.drain_hooks: list[Callable[[], Any]] = []
+        self.stop_hooks: list[Callable[[], Any]] = []
         self.reopen_hooks: list[Callable[[], Any]] = []
         self.exit_hooks: list[Callable[[], Any]] = []
         self.count_states: Callable[[], StateCounts] | None = None
@@ -129,6 +130,11 @@ class Host:
     def on_drain(self, hook: Callable[[], Any]) -> None:
         """Run when a graceful stop begins (before listeners close)."""
         self.drain_hooks.append(hook)
+
+    def on_stop(self, hook: Callable[[], Any]) -> None:
+        """Run when the server itself stops (not a reload): at once, before drain_delay
+        and before on_drain. A health check should start failing now."""
+        self.stop_hooks.append(hook)
 
     def on_reopen(self, hook: Callable[[], Any]) -> None:
         """Run on USR1: reopen your own files (an access log)."""
