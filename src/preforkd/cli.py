@@ -33,6 +33,8 @@ def fail(message: str, code: int = 1) -> NoReturn:
 def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """One click option per FIELDS entry; an option not given stays None (file or default wins)."""
     for f in reversed(FIELDS):
+        if not f.cli:
+            continue
         names = [f.short, f.flag] if f.short else [f.flag]
         if f.is_flag:
             func = click.option(*names, f.key, is_flag=True, flag_value=True, default=None,
@@ -71,7 +73,7 @@ def start(config_path: str, **options: Any) -> None:
         fail(str(e))
     try:
         pidfile.check_free(cfg.pid)
-        listeners = open_listeners(cfg.bind, cfg.backlog, cfg.unix_socket_mode,
+        listeners = open_listeners(cfg.binds, cfg.backlog, cfg.unix_socket_mode,
                                    inherited=systemd_fds(), reuseport=cfg.accept == "reuseport")
     except (pidfile.PidFileError, ListenError) as e:
         fail(str(e))
@@ -133,7 +135,7 @@ def check(config_path: str, print_config: bool, **options: Any) -> None:
         click.echo(f"preforkd: binds not tried: master pid {running} holds them")
     else:
         try:
-            for lst in open_listeners(cfg.bind, cfg.backlog, cfg.unix_socket_mode):
+            for lst in open_listeners(cfg.binds, cfg.backlog, cfg.unix_socket_mode):
                 lst.close(unlink=True)
         except ListenError as e:
             fail(str(e))

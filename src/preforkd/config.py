@@ -97,8 +97,7 @@ def _binds(v: Any) -> tuple[str, ...]:
     from preforkd.listeners import parse_bind
 
     items = [v] if isinstance(v, str) else v
-    if (not isinstance(items, (list, tuple)) or not items
-            or not all(isinstance(i, str) for i in items)):
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
         raise ValueError('an address or a list of addresses ("host:port", "[v6]:port", '
                          '"unix:/path", "fd://N")')
     for item in items:
@@ -129,6 +128,59 @@ def _target(v: Any) -> str:
     return v
 
 
+def _networks(v: Any) -> tuple[str, ...]:
+    import ipaddress
+
+    items = [v] if isinstance(v, str) else v
+    expected = 'a list of addresses or CIDRs ("10.0.0.0/8", "::1"), "unix" or "*"'
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+        raise ValueError(expected)
+    for item in items:
+        if item not in ("unix", "*"):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{expected}; {item!r} is none of these") from None
+    return tuple(items)
+
+
+_PROXY_VERSIONS = ("off", "v1", "v2", "auto")
+_proxy_version = _choice(*_PROXY_VERSIONS)
+
+
+@dataclass(frozen=True)
+class ListenerTable:
+    """A [[listener]] table: one address with options that differ from the top level
+    (None: as the top level says)."""
+
+    bind: str
+    proxy_protocol: str | None = None
+    proxy_allow_ips: tuple[str, ...] | None = None
+
+
+def _listener_tables(v: Any) -> tuple[ListenerTable, ...]:
+    keys = ("bind", "proxy_protocol", "proxy_allow_ips")
+    expected = f"[[listener]] tables with bind and optionally {', '.join(keys[1:])}"
+    if not isinstance(v, (list, tuple)) or not all(isinstance(t, (dict, ListenerTable))
+                                                   for t in v):
+        raise ValueError(expected)
+    out = []
+    for t in v:
+        if isinstance(t, ListenerTable):
+            out.append(t)
+            continue
+        if "bind" not in t or set(t) - set(keys):
+            raise ValueError(expected)
+        try:
+            (bind,) = _binds(t["bind"])
+            out.append(ListenerTable(
+                bind, None if "proxy_protocol" not in t else _proxy_version(t["proxy_protocol"]),
+                None if "proxy_allow_ips" not in t else _networks(t["proxy_allow_ips"])))
+        except ValueError as e:
+            raise ValueError(f"{expected} ({e} in {t!r})") from None
+    return tuple(out)
+
+
 def _protocol(v: Any) -> str:
     if v in ("http", "echo"):
         return v
@@ -147,6 +199,7 @@ class Field:
     short: str | None = None
     multiple: bool = False
     is_flag: bool = False
+    cli: bool = True  # (a table has no command-line flag)
 
     @property
     def flag(self) -> str:
@@ -156,6 +209,8 @@ class Field:
 FIELDS: tuple[Field, ...] = (
     Field("bind", _binds, ("127.0.0.1:8000",), "address to listen on (repeatable)",
           short="-b", multiple=True),
+    Field("listener", _listener_tables, (), "[[listener]] tables: an address with its own "
+          "proxy_protocol / proxy_allow_ips (in the config file only)", cli=False),
     Field("workers", _workers, "auto", 'number of worker processes, or "auto" (usable CPUs)',
           short="-w"),
     Field("protocol", _protocol, "http", 'what workers speak: "http", "echo" or "module:factory"'),
@@ -212,6 +267,10 @@ FIELDS: tuple[Field, ...] = (
     Field("access_log_format", _choice("combined", "json"), "combined", "access log format"),
     Field("signals", _choice("default", "nginx"), "default",
           '"nginx": TERM is a fast stop and QUIT graceful; default: TERM graceful'),
+    Field("proxy_protocol", _proxy_version, "off",
+          'expect a PROXY protocol header on every connection: "v1", "v2", "auto" or "off"'),
+    Field("proxy_allow_ips", _networks, ("127.0.0.1", "::1", "unix"),
+          "peers allowed to send a PROXY header (others are closed); \"*\": any"),
     Field("user", _str, "", "user to run workers as (master started as root)"),
     Field("group", _str, "", "group to run workers as"),
 )
@@ -222,6 +281,7 @@ FIELDS_BY_KEY: dict[str, Field] = {f.key: f for f in FIELDS}
 @dataclass(frozen=True)
 class Config:
     bind: tuple[str, ...]
+    listener: tuple[ListenerTable, ...]
     workers: int
     protocol: str
     app: str
@@ -256,10 +316,27 @@ class Config:
     access_log: str
     access_log_format: str
     signals: str
+    proxy_protocol: str
+    proxy_allow_ips: tuple[str, ...]
     user: str
     group: str
     # Where the file values came from, so HUP re-reads the same file.
     config_path: str = ""
+
+    @property
+    def binds(self) -> tuple[str, ...]:
+        """Every address to listen on: `bind`, then each [[listener]]'s (a table naming
+        an address of `bind` only gives it options)."""
+        return self.bind + tuple(t.bind for t in self.listener if t.bind not in self.bind)
+
+    def proxy_for(self, spec: str, name: str) -> tuple[str, tuple[str, ...]]:
+        """(proxy_protocol, proxy_allow_ips) for the listener bound from `spec` (or, for
+        an inherited socket, whose address is `name`)."""
+        for t in self.listener:
+            if t.bind in (spec, name):
+                return (t.proxy_protocol or self.proxy_protocol,
+                        self.proxy_allow_ips if t.proxy_allow_ips is None else t.proxy_allow_ips)
+        return self.proxy_protocol, self.proxy_allow_ips
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
@@ -287,6 +364,9 @@ def _toml_value(field: Field, v: Any) -> str:
         return f'"{v:04o}"'
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, ListenerTable):
+        pairs = [f"{k} = {_toml_value(field, x)}" for k, x in vars(v).items() if x is not None]
+        return "{" + ", ".join(pairs) + "}"
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(field, i) for i in v) + "]"
     if isinstance(v, str):
@@ -331,4 +411,9 @@ def load(path: str = "", overrides: Mapping[str, Any] | None = None) -> Config:
             values[f.key] = _parse(f, file_values[f.key], f"{path}: {f.key}")
         else:
             values[f.key] = f.parse(f.default)
+    if values["listener"] and "bind" not in file_values and not (overrides or {}).get("bind"):
+        values["bind"] = ()  # [[listener]] tables alone say where to listen
+    if not values["bind"] and not values["listener"]:
+        raise ConfigError(f"{path or 'bind'}: bind: no address to listen on (bind or "
+                          "[[listener]])")
     return Config(**values, config_path=os.path.abspath(path) if path else "")

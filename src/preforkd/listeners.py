@@ -57,13 +57,14 @@ def parse_bind(spec: str) -> BindSpec:
 class Listener:
     """One listening socket and the spec it came from."""
 
-    __slots__ = ("sock", "spec", "unlink_path", "address", "family", "type")
+    __slots__ = ("sock", "spec", "unlink_path", "address", "family", "type", "factory")
 
     def __init__(self, sock: socket.socket, spec: str, unlink_path: str = "") -> None:
         self.sock = sock
         self.spec = spec
         self.unlink_path = unlink_path  # unix socket file we created and remove at exit
         self.family = int(sock.family)  # plain ints, for building accepted sockets fast
+        self.factory: Any = None  # in a worker: makes the protocol of each connection
         self.type = int(sock.type)
         # (SERVER_NAME, SERVER_PORT) as WSGI wants them, for every connection it accepts;
         # known up front, since connections outlive the listener in a graceful stop.

@@ -116,7 +116,7 @@ class Master:
 
     # -- setup and teardown ---------------------------------------------------
     def run(self) -> int:
-        set_title(f"master [{self.config.config_path or ' '.join(self.config.bind)}]")
+        set_title(f"master [{self.config.config_path or ' '.join(self.config.binds)}]")
         raise_nofile_limit(self.config)
         if not self.upgraded:
             pidfile.write(self.config.pid, self.pid)
@@ -411,5 +411,5 @@ def reloaded_config(old: Config, overrides: dict[str, Any],
     if new.pid != old.pid:
         log.warning("event=reload-ignored key=pid reason=needs-restart")
         new = new.replace(pid=old.pid)
-    return new, rebind(listeners, new.bind, new.backlog, new.unix_socket_mode,
+    return new, rebind(listeners, new.binds, new.backlog, new.unix_socket_mode,
                        new.accept == "reuseport")

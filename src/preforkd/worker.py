@@ -41,6 +41,7 @@ from preforkd.loader import LoadError
 from preforkd.loop import Loop
 from preforkd.process import EX_APP, EX_OK, drop_privileges, resolve_user, set_title
 from preforkd.protocols.base import Host
+from preforkd.protocols.proxy import ProxyProtocol
 from preforkd.protocols.registry import protocol_factory
 from preforkd.scoreboard import Scoreboard
 from preforkd.signals import NAME_BUSY_SIGNAL, WORKER_SIGNALS, SignalPipe
@@ -96,6 +97,8 @@ class WorkerProcess:
             drop_privileges(ids, [])
         try:
             self.factory = protocol_factory(self.config, self.host)
+            for listener in self.listeners:
+                listener.factory = self._listener_factory(listener)
             # TCP_NODELAY at accept, unless the protocol sets it itself when it matters
             # (HTTP: only on kept-alive connections, saving a syscall on one-shot ones).
             self.nodelay = self.host.nodelay_at_accept
@@ -196,7 +199,7 @@ class WorkerProcess:
         _fcntl(fd, _F_SETFL, _O_NONBLOCK)
         self.slot.accepted += 1
         try:
-            protocol = self.factory()
+            protocol = listener.factory()
         except Exception:
             log.exception("worker=%d event=protocol-error", self.index)
             os.close(fd)
@@ -236,6 +239,13 @@ class WorkerProcess:
                 self.loop.stop()
         elif not self.accepting and self._resume_timer is None:
             self._start_accepting()
+
+    def _listener_factory(self, listener: Listener) -> Callable[[], Any]:
+        """The protocol, behind a PROXY header where this listener expects one."""
+        version, allow = self.config.proxy_for(listener.spec, listener.name)
+        if version == "off":
+            return self.factory
+        return ProxyProtocol.factory(self.factory, version, None if "*" in allow else allow)
 
     # -- commands -------------------------------------------------------------
     def _channel_readable(self) -> None:

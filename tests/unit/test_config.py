@@ -35,11 +35,17 @@ def test_file_then_command_line(tmp_path):
     ('signals = "bsd"', 'signals: expected one of "default", "nginx", got \'bsd\''),
     ('bind = "localhost"', 'bind: expected "host:port"'),
     ('bind = "127.0.0.1:99999"', "bind: expected a port from 0 to 65535"),
-    ("bind = []", "bind: expected an address or a list of addresses"),
+    ("bind = []", "bind: no address to listen on"),
+    ("bind = [1]", "bind: expected an address or a list of addresses"),
     ('unix_socket_mode = "rw"', 'unix_socket_mode: expected an octal file mode'),
     ('app = "nocolon"', 'app: expected "module:callable"'),
     ("worker_connections = 0", "worker_connections: expected an integer >= 1, got 0"),
     ("graceful_timeout = -1", "graceful_timeout: expected a number of seconds >= 0"),
+    ('proxy_protocol = "v3"', 'proxy_protocol: expected one of "off", "v1", "v2", "auto"'),
+    ('proxy_allow_ips = ["10.0.0.0/33"]', "proxy_allow_ips: expected a list of addresses"),
+    ('[[listener]]\nproxy_protocol = "v2"', "listener: expected [[listener]] tables with bind"),
+    ('[[listener]]\nbind = "x:1"\nproxy_protocol = "v9"', "listener: expected [[listener]]"),
+    ('[[listener]]\nbind = "127.0.0.1:1"\nbacklog = 5', "listener: expected [[listener]]"),
 ])
 def test_file_errors_name_file_key_value_and_expectation(tmp_path, text, message):
     p = tmp_path / "c.toml"
@@ -87,6 +93,24 @@ def test_describe_round_trips(tmp_path):
     p.write_text(cfg.describe())
     again = config.load(str(p))
     assert again.replace(config_path="") == cfg
+
+
+def test_listener_tables_add_addresses_with_their_own_proxy_options(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('proxy_allow_ips = ["10.0.0.0/8"]\n'
+                 '[[listener]]\nbind = "127.0.0.1:8443"\nproxy_protocol = "v2"\n'
+                 '[[listener]]\nbind = "unix:/tmp/p.sock"\nproxy_protocol = "v1"\n'
+                 'proxy_allow_ips = ["unix"]\n')
+    cfg = config.load(str(p))
+    assert cfg.binds == ("127.0.0.1:8443", "unix:/tmp/p.sock")  # tables alone: no default
+    assert cfg.proxy_for("127.0.0.1:8443", "") == ("v2", ("10.0.0.0/8",))
+    assert cfg.proxy_for("fd://3", "unix:/tmp/p.sock") == ("v1", ("unix",))  # (inherited)
+    assert cfg.proxy_for("127.0.0.1:9", "127.0.0.1:9") == ("off", ("10.0.0.0/8",))
+    cli = config.load(str(p), {"bind": ("127.0.0.1:8443", "127.0.0.1:80")})
+    assert cli.binds == ("127.0.0.1:8443", "127.0.0.1:80", "unix:/tmp/p.sock")  # (no twice)
+    printed = tmp_path / "printed.toml"
+    printed.write_text(cfg.describe())
+    assert config.load(str(printed)).replace(config_path="") == cfg.replace(config_path="")
 
 
 def test_shipped_config_lists_every_key_with_its_default():

@@ -17,16 +17,8 @@ from preforkd.listeners import Listener
 from preforkd.loop import Loop
 from preforkd.protocols.base import Protocol
 from preforkd.protocols.echo import EchoProtocol
-from preforkd.protocols.proxy import (
-    MAX_V2_LENGTH,
-    V2_SIGNATURE,
-    AllowList,
-    ProxyInfo,
-    ProxyProtocol,
-    ProxyStats,
-    crc32c,
-    parse,
-)
+from preforkd.protocols.proxy import AllowList, ProxyProtocol, ProxyStats
+from preforkd.protocols.proxy_header import MAX_V2_LENGTH, V2_SIGNATURE, ProxyInfo, crc32c, parse
 from preforkd.protocols.wrapping import PrefixError
 from preforkd.transport import Transport
 
