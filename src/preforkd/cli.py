@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import click
 
-from preforkd import __version__, logs, pidfile
+from preforkd import __version__, admin, logs, pidfile
 from preforkd import config as configmod
 from preforkd import control as controlmod
 from preforkd.commands import BY_WORD, Command
@@ -71,23 +71,25 @@ def start(config_path: str, **options: Any) -> None:
         resolve_user(cfg.user, cfg.group)
     except ValueError as e:
         fail(str(e))
+    # A new master started by an upgrade (USR2) reports to the old one, and is detached.
+    upgraded = os.environ.pop(UPGRADE_ENV, "") == "1"
     try:
         pidfile.check_free(cfg.pid)
         listeners = open_listeners(cfg.binds, cfg.backlog, cfg.unix_socket_mode,
                                    inherited=systemd_fds(), reuseport=cfg.accept == "reuseport")
+        admin_server = admin.bind(cfg.admin_bind, cfg.unix_socket_mode, upgraded)
     except (pidfile.PidFileError, ListenError) as e:
         fail(str(e))
     try:
         logs.setup(cfg.log_level, cfg.error_log)
     except OSError as e:
         fail(f"error_log: cannot open {cfg.error_log}: {e.strerror}")
-    # A new master started by an upgrade (USR2) reports to the old one, and is detached.
-    upgraded = os.environ.pop(UPGRADE_ENV, "") == "1"
     ready_fd = inherited_ready_fd()
     if ready_fd < 0 and cfg.daemon:
         ready_fd = daemonize(cfg.error_log)
     try:
-        code = Master(cfg, overrides, listeners, ready_fd, sys.argv[1:], upgraded).run()
+        code = Master(cfg, overrides, listeners, ready_fd, sys.argv[1:], upgraded,
+                      admin_server).run()
     except pidfile.PidFileError as e:
         fail(str(e))
     sys.exit(code)

@@ -144,6 +144,14 @@ def _networks(v: Any) -> tuple[str, ...]:
     return tuple(items)
 
 
+def _admin_bind(v: Any) -> str:
+    if v == "":
+        return v
+    if not isinstance(v, str):
+        raise ValueError('"" or one address ("host:port", "unix:/path")')
+    return _binds(v)[0]
+
+
 _PROXY_VERSIONS = ("off", "v1", "v2", "auto")
 _proxy_version = _choice(*_PROXY_VERSIONS)
 
@@ -271,6 +279,9 @@ FIELDS: tuple[Field, ...] = (
           'expect a PROXY protocol header on every connection: "v1", "v2", "auto" or "off"'),
     Field("proxy_allow_ips", _networks, ("127.0.0.1", "::1", "unix"),
           "peers allowed to send a PROXY header (others are closed); \"*\": any"),
+    Field("admin_bind", _admin_bind, "",
+          "a listener of its own for health, status and metrics, answered by the master "
+          '(e.g. "127.0.0.1:9101"; "" is none)'),
     Field("user", _str, "", "user to run workers as (master started as root)"),
     Field("group", _str, "", "group to run workers as"),
 )
@@ -318,6 +329,7 @@ class Config:
     signals: str
     proxy_protocol: str
     proxy_allow_ips: tuple[str, ...]
+    admin_bind: str
     user: str
     group: str
     # Where the file values came from, so HUP re-reads the same file.

@@ -38,13 +38,15 @@ import os
 import selectors
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 # The server's own modules (never the app) load here once, so every fork starts warm,
 # shares them copy-on-write, and needs no read access to them after dropping privileges.
 import preforkd.protocols.registry  # noqa: F401
 from preforkd import config as configmod
-from preforkd import logs, pidfile
+from preforkd import logs, pidfile, upgrade
+from preforkd.admin import AdminServer
 from preforkd.commands import BY_WORD, Command, signal_table
 from preforkd.config import Config, ConfigError
 from preforkd.control import ControlServer, Reply, ToWorker
@@ -54,7 +56,6 @@ from preforkd.pool import Pool
 from preforkd.process import (
     EventLog,
     StartupReport,
-    describe_status,
     hand_logs_to_workers,
     raise_nofile_limit,
     rss_kib,
@@ -63,7 +64,7 @@ from preforkd.process import (
 from preforkd.scoreboard import Scoreboard
 from preforkd.signals import SignalPipe
 from preforkd.supervise import Goal, State, StopMode, Verdict, WorkerSlot, judge_boot_failure, plan
-from preforkd.upgrade import Upgrade, child_argv
+from preforkd.upgrade import Upgrade, other_child_exited
 
 log = logs.log
 
@@ -83,8 +84,9 @@ class Rollout:
 class Master:
     def __init__(self, config: Config, overrides: dict[str, Any],
                  listeners: list[Listener], ready_fd: int = -1, argv: list[str] | None = None,
-                 upgraded: bool = False) -> None:
+                 upgraded: bool = False, admin_server: AdminServer | None = None) -> None:
         self.config = config
+        self.admin = admin_server  # admin_bind's health, status and metrics (admin.py)
         self.argv = argv or []  # how we were started: an upgrade starts the new master so
         self.upgraded = upgraded  # we are that new master: the pid file waits until we serve
         self.upgrading: Upgrade | None = None  # a new master we started (USR2)
@@ -111,7 +113,7 @@ class Master:
         self.selector = selectors.DefaultSelector()
         self.pool = Pool(self.scoreboard, self.selector, self.events, self.signal_commands,
                          self._close_in_child, self._worker_ready, self._worker_exited,
-                         self._other_child_exited)
+                         partial(other_child_exited, self))
         self.workers = self.pool.workers  # pid -> WorkerSlot
 
     # -- setup and teardown ---------------------------------------------------
@@ -123,7 +125,9 @@ class Master:
         self.signals = SignalPipe(self.signal_commands)
         self.selector.register(self.signals.fileno(), selectors.EVENT_READ, self._read_signals)
         if not self.upgraded:  # (a new master takes the control socket once it serves)
-            self._open_control()
+            self.open_control()
+        if self.admin is not None:
+            self.admin.attach(self)
         # Like nginx's, the master stays privileged (it never imports the app): a reload
         # can bind low ports and reopen root-owned logs. Workers run as user/group; the
         # error log is theirs to reopen too.
@@ -141,7 +145,7 @@ class Master:
             return self.listeners
         return self.reuseport.for_index(index, self.listeners, self.num_workers)
 
-    def _open_control(self) -> None:
+    def open_control(self) -> None:
         """Bind the control socket (again, after a rolled-back upgrade: the new master
         that had taken the path removed it on its way out)."""
         if self.control is not None:
@@ -159,6 +163,8 @@ class Master:
             lst.close(unlink=not handed_over)  # (a new master serves the unix sockets)
         if self.control is not None:
             self.control.close(unlink=not handed_over)  # (its path is the new master's now)
+        if self.admin is not None:
+            self.admin.close(unlink=not handed_over)
         if handed_over:
             self.upgrading.remove_oldbin()
         pidfile.remove(self.config.pid, self.pid)
@@ -181,7 +187,7 @@ class Master:
             self.pool.carry_out(p.decisions, self.config, self._listeners_for)
             if p.all_ready:
                 self._all_ready()
-            wake = p.wake
+            wake = min(p.wake, self.admin.sweep(time.monotonic())) if self.admin else p.wake
 
     def handle_commands(self) -> None:
         """Run what signals and the control socket asked for, in the table's priority order."""
@@ -203,8 +209,9 @@ class Master:
     def _close_in_child(self) -> None:
         self.signals.close()
         self.selector.close()
-        if self.control is not None:
-            self.control.close(unlink=False)
+        for server in (self.control, self.admin):
+            if server is not None:
+                server.close(unlink=False)
         for waiter in self.rollout.waiters if self.rollout else ():
             waiter.close()
         self.events.close()
@@ -242,7 +249,7 @@ class Master:
             log.info("event=serving workers=%d", self.num_workers)
             if self.upgraded:  # the upgrade is ours now
                 pidfile.write(self.config.pid, self.pid)
-                self._open_control()
+                self.open_control()
             self.startup.send("ok")
             self.notify.ready(f"serving, {self.num_workers} workers")
         if self.rollout is not None:
@@ -316,47 +323,7 @@ class Master:
             self.rollout = None
 
     def upgrade(self, reply: Reply | None = None) -> None:
-        if self.stopping or self.upgrading is not None:
-            if reply is not None:
-                reply.send("error the master is stopping" if self.stopping else
-                           f"error an upgrade is under way: pid {self.upgrading.pid}")
-            return
-        try:
-            up = Upgrade.begin(self.listeners, child_argv(self.argv), self.notify.child_env(),
-                               self.config.pid, self.pid)
-        except OSError as e:
-            log.error("event=upgrade-failed error=%s", e)
-            if reply is not None:
-                reply.send(f"error cannot start a new master: {e}")
-            return
-        if reply is not None:
-            up.waiters.append(reply)
-        self.upgrading = up
-        self.selector.register(up.ready_fd, selectors.EVENT_READ, self._upgrade_heard)
-        log.info("event=upgrade new_master=%d pid_file=%s.oldbin", up.pid, self.config.pid)
-
-    def _upgrade_heard(self) -> None:
-        up = self.upgrading
-        assert up is not None
-        message = up.hear()
-        if message is None:
-            return
-        self.selector.unregister(up.ready_fd)
-        up.conclude(message)
-        if up.ready:
-            self.notify.main_pid(up.pid, f"upgraded: master pid {up.pid}")
-
-    def _other_child_exited(self, pid: int, status: int) -> None:
-        up = self.upgrading
-        if up is None or pid != up.pid:
-            return
-        log.info("event=new-master-exited pid=%d status=%s", pid, describe_status(status))
-        if up.ready:  # a rollback: the old master is the one again
-            up.restore_pid_file()
-            self._open_control()
-        elif up.ready_fd >= 0:
-            self._upgrade_heard()  # (its report, or the EOF that says it failed)
-        self.upgrading = None
+        upgrade.begin(self, reply)  # (the USR2 room: upgrade.py)
 
     def reopen_logs(self, reply: Reply | None = None) -> None:
         logs.reopen(self.config.error_log)
@@ -408,6 +375,9 @@ def reloaded_config(old: Config, overrides: dict[str, Any],
     new = configmod.load(old.config_path, overrides)
     if new.accept != old.accept:
         raise ConfigError(f"accept: changing it ({old.accept} -> {new.accept}) needs a restart")
+    if new.admin_bind != old.admin_bind:
+        raise ConfigError(f"admin_bind: changing it ({old.admin_bind!r} -> "
+                          f"{new.admin_bind!r}) needs a restart")
     if new.pid != old.pid:
         log.warning("event=reload-ignored key=pid reason=needs-restart")
         new = new.replace(pid=old.pid)

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import fcntl
 import os
+import selectors
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from preforkd import logs
 from preforkd.listeners import SD_LISTEN_FDS_START, Listener
+from preforkd.process import describe_status
 
 log = logs.log
 
@@ -154,3 +157,54 @@ def child_argv(argv: Sequence[str]) -> list[str]:
     """The new master's arguments: the old one's, without --daemon (it is detached
     already; daemonizing again would make the process we wait for exit at once)."""
     return [a for a in argv if a not in ("--daemon", "-D")]
+
+
+# -- the old master's side (its command and its callbacks) ---------------------
+
+
+def begin(master: Any, reply: Any = None) -> None:
+    """USR2 / `preforkd upgrade`: start a new master that inherits our sockets."""
+    if master.stopping or master.upgrading is not None:
+        if reply is not None:
+            reply.send("error the master is stopping" if master.stopping else
+                       f"error an upgrade is under way: pid {master.upgrading.pid}")
+        return
+    try:
+        up = Upgrade.begin(master.listeners, child_argv(master.argv), master.notify.child_env(),
+                           master.config.pid, master.pid)
+    except OSError as e:
+        log.error("event=upgrade-failed error=%s", e)
+        if reply is not None:
+            reply.send(f"error cannot start a new master: {e}")
+        return
+    if reply is not None:
+        up.waiters.append(reply)
+    master.upgrading = up
+    master.selector.register(up.ready_fd, selectors.EVENT_READ, partial(_heard, master))
+    log.info("event=upgrade new_master=%d pid_file=%s.oldbin", up.pid, master.config.pid)
+
+
+def _heard(master: Any) -> None:
+    up = master.upgrading
+    assert up is not None
+    message = up.hear()
+    if message is None:
+        return
+    master.selector.unregister(up.ready_fd)
+    up.conclude(message)
+    if up.ready:
+        master.notify.main_pid(up.pid, f"upgraded: master pid {up.pid}")
+
+
+def other_child_exited(master: Any, pid: int, status: int) -> None:
+    """A child of the master that is not a worker exited: the new master, if ours."""
+    up = master.upgrading
+    if up is None or pid != up.pid:
+        return
+    log.info("event=new-master-exited pid=%d status=%s", pid, describe_status(status))
+    if up.ready:  # a rollback: the old master is the one again
+        up.restore_pid_file()
+        master.open_control()
+    elif up.ready_fd >= 0:
+        _heard(master)  # (its report, or the EOF that says it failed)
+    master.upgrading = None
