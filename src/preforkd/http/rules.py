@@ -189,17 +189,20 @@ def method_start(data: bytes, start: tuple | None, done: list, tail: bytes) -> i
     return _skip_empty_lines(data, pos)
 
 
-_TCHAR = frozenset(b"!#$%&'*+.^_`|~0123456789"
+TCHARS = frozenset(b"!#$%&'*+.^_`|~0123456789"
                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-")
 
 
 class MethodRun:
     """A method llhttp does not know: methods are an open set (RFC 9110 §9.1), so a
     token followed by SP is 501 Not Implemented, anything else 400. The token may
-    go on in later reads: this follows it (keeping nothing) until it ends, so the
-    status does not depend on how the bytes were split. (llhttp may have taken the
-    token's first bytes as the start of a method it knows in an earlier read; the
-    run then starts at the byte it refused.)"""
+    go on in later reads: this follows it (keeping nothing) until it ends.
+
+    One split still shows: llhttp may have taken the token's first bytes, in an
+    earlier read, as the start of a method it knows (no callback reports them), and
+    the run then starts at the byte it refused: `GE` then ` / HTTP/1.1` is 400
+    where the whole line is 501. Both refuse the request and close; which requests
+    are served never depends on the split (the fuzz properties check both)."""
 
     __slots__ = ("seen",)
 
@@ -208,7 +211,7 @@ class MethodRun:
 
     def feed(self, data: bytes, pos: int = 0) -> int:
         end = len(data)
-        while pos < end and data[pos] in _TCHAR:
+        while pos < end and data[pos] in TCHARS:
             pos += 1
             self.seen = True
         if pos == end:
