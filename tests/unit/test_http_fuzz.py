@@ -19,6 +19,7 @@ properties (PROPERTIES below) for as long as asked, randomised.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -200,6 +201,7 @@ class Case:
 
     data: bytes
     ops: tuple[str, ...] = ()
+    starts: tuple[int, ...] = ()  # where each request line begins (cuts just after them)
 
     def __repr__(self) -> str:
         return f"Case(data={self.data!r}, ops={self.ops!r})"
@@ -315,7 +317,12 @@ def mutated(draw) -> Case:
             start = draw(st.integers(0, len(tokens) - 1))
             tokens[start:] = [(k, b"\n") if k == "eol" else (k, v) for k, v in tokens[start:]]
             ops.append(f"all-lf from token {start}")
-    return Case(b"".join(v for _, v in tokens), tuple(ops))
+    starts, at = [], 0
+    for kind, value in tokens:
+        if kind == "start":
+            starts.append(at)
+        at += len(value)
+    return Case(b"".join(v for _, v in tokens), tuple(ops), tuple(starts))
 
 
 # Split points for one input: positions modulo its length (they shrink towards "whole").
@@ -325,6 +332,11 @@ cuts = st.lists(st.integers(0, 1 << 16), max_size=12)
 def split(data: bytes, points: list[int]) -> list[bytes]:
     at = sorted({p % (len(data) + 1) for p in points} | {0, len(data)})
     return [data[a:b] for a, b in zip(at, at[1:], strict=False) if b > a] or [data]
+
+
+def split_case(case: Case, points: list[int], near: bool) -> list[bytes]:
+    """`near`: also cut one byte into each request line (a read ends inside a method)."""
+    return split(case.data, points + [s + 1 for s in case.starts] if near else points)
 
 
 # -- running the parser -----------------------------------------------------------------
@@ -383,11 +395,11 @@ def same_events(a: list, b: list) -> bool:
     return TOLERATE_KNOWN and a[:-1] == b[:-1] and errors == {("error", 400), ("error", 501)}
 
 
-def prop_chunking_invariance(case: Case, points: list[int]) -> None:
+def prop_chunking_invariance(case: Case, points: list[int], near: bool) -> None:
     whole = summary(feed([case.data]))
     by_byte = summary(feed([case.data[i:i + 1] for i in range(len(case.data))]))
     assert same_events(by_byte, whole), f"byte by byte differs from whole: {by_byte} {whole}"
-    pieces = summary(feed(split(case.data, points)))
+    pieces = summary(feed(split_case(case, points, near)))
     assert same_events(pieces, whole), f"pieces differ from whole: {pieces} {whole}"
 
 
@@ -419,11 +431,25 @@ def _app(environ, start_response):
 _servers: list = []
 
 
-def prop_driver(case: Case, points: list[int]) -> None:
+def _first_word_cuts_moved(pieces: list[bytes]) -> list[bytes]:
+    """Known: a read that ends in a request's first word (before its target) after a
+    response on a young connection loses those bytes (release() drops the parser that
+    holds them). Tolerated: such a cut (in any line's first word) moves to the line start."""
+    data, at, pos = b"".join(pieces), [], 0
+    for piece in pieces[:-1]:
+        pos += len(piece)
+        line = data.rfind(b"\n", 0, pos) + 1
+        at.append(line if re.fullmatch(rb"[^ \r\n]* *", data[line:pos]) else pos)
+    return split(data, at)
+
+
+def prop_driver(case: Case, points: list[int], near: bool) -> None:
     if not _servers:
         _servers.append(make_server(_app))
     proto, t = connect(_servers[0])
-    pieces = split(case.data, points)
+    pieces = split_case(case, points, near)
+    if TOLERATE_KNOWN:
+        pieces = _first_word_cuts_moved(pieces)
     for piece in pieces:
         if t.closed:
             break
@@ -451,11 +477,12 @@ _tails = st.sampled_from([b"", b"GET /after HTTP/1.1\r\nHost: t\r\n\r\n", b"\r\n
 
 PROPERTIES = {
     "no_crash": (prop_no_crash, {"case": mutated()}),
-    "chunking_invariance": (prop_chunking_invariance, {"case": mutated(), "points": cuts}),
+    "chunking_invariance": (prop_chunking_invariance,
+                            {"case": mutated(), "points": cuts, "near": st.booleans()}),
     "valid_round_trip": (prop_valid_round_trip, {"built": pipelines(), "points": cuts}),
     "nothing_after_error": (prop_nothing_after_error,
                             {"case": mutated(), "tail": _tails, "points": cuts}),
-    "driver": (prop_driver, {"case": mutated(), "points": cuts}),
+    "driver": (prop_driver, {"case": mutated(), "points": cuts, "near": st.booleans()}),
 }
 
 
@@ -507,3 +534,20 @@ def test_known_te_trailing_htab_refused():
 def test_known_data_after_connection_close_is_parsed():
     data = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET /b HTTP/1.1\r\n\r\n"
     assert [e[0] for e in summary(feed([data]))] == [b"GET"]
+
+
+def _method_app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [environ["REQUEST_METHOD"].encode()]
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="known: a read ending in a method after a response loses its bytes")
+def test_known_split_method_after_a_response_is_cut():
+    # The first response of a young connection calls conn.release(), which drops the
+    # parser holding "PROP": the app is called with PATCH (UN|LOCK gives LOCK, H|EAD 501).
+    proto, t = connect(make_server(_method_app))
+    proto.data_received(b"GET / HTTP/1.1\r\nHost: t\r\n\r\nPROP")
+    proto.data_received(b"PATCH / HTTP/1.1\r\nHost: t\r\n\r\n")
+    bodies = [r.body for r in parse_responses(bytes(t.out), closed=t.closed)]
+    assert bodies == [b"GET", b"PROPPATCH"], bodies
