@@ -216,7 +216,9 @@ FRAMING_FIELDS = [b"Content-Length: 0", b"Content-Length: 3", b"Content-Length: 
                   b"Transfer-Encoding: chunked, chunked", b"Transfer-Encoding:\x0bchunked",
                   b"Transfer-Encoding : chunked", b" Transfer-Encoding: chunked",
                   b"Content-Length\x00: 3", b"Connection: close", b"Connection: upgrade",
-                  b"Upgrade: websocket", b"Expect: 100-continue", b"Host: other"]
+                  b"Upgrade: websocket", b"Expect: 100-continue", b"Host: other",
+                  b"Upgrade: websocket\r\nConnection: upgrade",
+                  b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c"]
 CHUNKED_VARIANTS = [b"Chunked", b"CHUNKED", b" chunked", b"chunked ", b"\tchunked",
                     b"chunked\t", b"chunked,", b",chunked", b"chunked, chunked", b"chunk",
                     b"chunked\x00", b'"chunked"', b"chunked;q=1", b"x-chunked", b"chunke d",
