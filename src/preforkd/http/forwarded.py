@@ -232,6 +232,8 @@ class Trust:
         host = peername[0]
         if host in self.exact:
             return True
+        if not self.networks:
+            return False
         try:
             return self.address(ipaddress.ip_address(str(host).split("%", 1)[0]))
         except ValueError:
