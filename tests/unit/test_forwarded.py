@@ -141,6 +141,10 @@ def test_trust_decides_peers():
     assert not Trust(["unix"]).peer(("127.0.0.1", 1))
     assert Trust(["*"]).peer(("192.0.2.1", 1)) and Trust(["*"]).peer("")
     assert not Trust([]).peer(("127.0.0.1", 1)) and not Trust([])
+    v6 = Trust(["2001:db8::/32", "192.0.2.0/24"])
+    assert v6.peer(("2001:db8:1::5", 1, 0, 0)) and not v6.peer(("2001:db9::5", 1, 0, 0))
+    assert v6.peer(("::ffff:192.0.2.9", 1, 0, 0)) and not v6.peer(("::ffff:192.0.3.9", 1, 0, 0))
+    assert v6.peer(("fe80::1%eth0", 1, 0, 2)) is False
     assert not LOOPBACK.peer(None) and not LOOPBACK.peer(("not an address", 1))
 
 

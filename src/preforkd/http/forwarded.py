@@ -20,14 +20,16 @@ latin-1 decoded, repeated fields already joined with ", ").
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 SCHEMES = ("http", "https")
 DEFAULT_PORTS = {"http": "80", "https": "443"}
+NODE_CACHE = 4096  # nodes remembered parsed (bounded: clients choose them)
 
 _TCHAR = r"[!#$%&'*+.^_`|~0-9A-Za-z-]"
 # forwarded-pair = token "=" ( token / quoted-string ), with OWS allowed around it
@@ -39,42 +41,45 @@ _OBFUSCATED = re.compile(r"_[A-Za-z0-9._-]+")  # obfnode / obfport (RFC 7239 §6
 _PORT = re.compile(r"[0-9]{1,5}")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 _REG_NAME = re.compile(r"[A-Za-z0-9._~-]+")  # stricter than RFC 3986: names apps put in URLs
+_MAPPED = bytes(10) + b"\xff\xff"  # ::ffff:a.b.c.d, as a dual-stack socket reports IPv4
 
 
 class Hop(NamedTuple):
     """One proxy's account of whom it got the request from."""
 
     node: str | None  # an address (normalised), "unknown", "_obfuscated", None: not said
-    ip: IPAddress | None  # node as an address, when it is one
+    ip: bytes | None  # node as a packed address (4 or 16 bytes), when it is one
     port: str = ""  # digits, or "" when not given (or obfuscated)
     proto: str = ""  # lower case, as given (only http and https are applied)
     host: str = ""  # a Host value, as given
 
 
+@functools.lru_cache(maxsize=NODE_CACHE)
 def parse_node(text: str, bare_ipv6: bool = False) -> Hop | None:
     """A `for=`/`by=` node: IPv4, "[IPv6]", "unknown" or "_obf", each with an optional
     ":port" (digits or "_obf"). `bare_ipv6`: also an IPv6 address without brackets
-    (X-Forwarded-For). None if it is none of these."""
+    (X-Forwarded-For). None if it is none of these. Remembered: the same proxies and
+    clients keep coming."""
     if text.startswith("["):
         close = text.find("]")
         name, rest = text[1:close], text[close + 1:]
         if close < 0 or (rest and rest[0] != ":"):
             return None
-        ip = _ip(name, 6)
+        ip = _packed(name, socket.AF_INET6)
         if ip is None:
             return None
-        node, port = str(ip), rest[1:] if rest else None
+        node, port = socket.inet_ntop(socket.AF_INET6, ip), rest[1:] if rest else None
     elif bare_ipv6 and text.count(":") > 1:
-        ip = _ip(text, 6)
+        ip = _packed(text, socket.AF_INET6)
         if ip is None:
             return None
-        node, port = str(ip), None
+        node, port = socket.inet_ntop(socket.AF_INET6, ip), None
     else:
         name, colon, port_text = text.partition(":")
         port = port_text if colon else None
-        ip = _ip(name, 4)
+        ip = _packed(name, socket.AF_INET)
         if ip is not None:
-            node = str(ip)
+            node = name  # (inet_pton takes only the dotted-quad form: no leading zeros)
         elif name.lower() == "unknown":
             node = "unknown"
         elif _OBFUSCATED.fullmatch(name):
@@ -88,14 +93,12 @@ def parse_node(text: str, bare_ipv6: bool = False) -> Hop | None:
     return Hop(node, ip) if _OBFUSCATED.fullmatch(port) else None
 
 
-def _ip(text: str, version: int) -> IPAddress | None:
-    if "%" in text:  # a zone id is local to the proxy: no use here
-        return None
+def _packed(text: str, family: int) -> bytes | None:
+    """The address in `text` (strictly: no zone id, no leading zeros), or None."""
     try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
+        return socket.inet_pton(family, text)
+    except (OSError, ValueError):
         return None
-    return ip if ip.version == version else None
 
 
 def valid_host(value: str) -> bool:
@@ -104,7 +107,7 @@ def valid_host(value: str) -> bool:
     if port is None:
         return False
     if name.startswith("["):
-        return _ip(name[1:-1], 6) is not None and name.endswith("]")
+        return name.endswith("]") and _packed(name[1:-1], socket.AF_INET6) is not None
     return _REG_NAME.fullmatch(name) is not None
 
 
@@ -132,7 +135,12 @@ def parse_forwarded(value: str) -> list[Hop] | None:
             name = m[1].lower()
             if name in pairs:
                 return None
-            pairs[name] = m[2] if m[2] is not None else _QUOTED_PAIR.sub(r"\1", m[3])
+            v = m[2]
+            if v is None:  # a quoted-string
+                v = m[3]
+                if "\\" in v:
+                    v = _QUOTED_PAIR.sub(r"\1", v)
+            pairs[name] = v
             pos = m.end()
         else:
             pos = _OWS.match(value, pos).end()  # type: ignore[union-attr]
@@ -166,7 +174,7 @@ def _element(pairs: dict[str, str]) -> Hop | None:
         hop = parse_node(pairs["for"])
         if hop is None:
             return None
-        return hop._replace(proto=proto.lower(), host=host)
+        return Hop(hop.node, hop.ip, hop.port, proto.lower(), host)
     return Hop(None, None, "", proto.lower(), host)
 
 
@@ -178,7 +186,7 @@ def parse_x_forwarded_for(value: str) -> list[Hop] | None:
     for entry in value.split(","):
         entry = entry.strip(" \t")
         if entry:
-            hop = parse_node(entry, bare_ipv6=True)
+            hop = parse_node(entry, True)
             if hop is None:
                 return None
             hops.append(hop)
@@ -200,6 +208,8 @@ def paired(value: str | None, count: int, chosen: int) -> str:
     to both); a shorter list gives its left-most entry. "" when there is none."""
     if value is None:
         return ""
+    if "," not in value:
+        return value.strip(" \t")
     entries = [e.strip(" \t") for e in value.split(",")]
     at = len(entries) - (count - chosen if count else 1)
     return entries[max(at, 0)]
@@ -208,20 +218,25 @@ def paired(value: str | None, count: int, chosen: int) -> str:
 class Trust:
     """forwarded_allow_ips: addresses and networks, "unix" (unix-socket peers), "*" (any)."""
 
-    __slots__ = ("any", "unix", "networks", "exact")
+    __slots__ = ("any", "unix", "nets4", "nets6", "exact")
 
     def __init__(self, items: Iterable[str]) -> None:
         items = list(items)
         self.any = "*" in items
         self.unix = "unix" in items
-        self.networks = tuple(ipaddress.ip_network(i, strict=False) for i in items
-                              if i not in ("*", "unix"))
+        networks = [ipaddress.ip_network(i, strict=False) for i in items
+                    if i not in ("*", "unix")]
+        # (network, mask) as integers: a test is an AND and a compare
+        self.nets4 = tuple((int(n.network_address), int(n.netmask)) for n in networks
+                           if n.version == 4)
+        self.nets6 = tuple((int(n.network_address), int(n.netmask)) for n in networks
+                           if n.version == 6)
         # single addresses as a transport reports them: most peers match without parsing
-        self.exact = frozenset(str(n.network_address) for n in self.networks
+        self.exact = frozenset(str(n.network_address) for n in networks
                                if n.num_addresses == 1)
 
     def __bool__(self) -> bool:
-        return self.any or self.unix or bool(self.networks)
+        return self.any or self.unix or bool(self.nets4 or self.nets6)
 
     def peer(self, peername: Any) -> bool:
         """Whether a connection's peer (the transport's "peername") may forward."""
@@ -232,28 +247,32 @@ class Trust:
         host = peername[0]
         if host in self.exact:
             return True
-        if not self.networks:
+        if not (self.nets4 or self.nets6) or not isinstance(host, str):
             return False
-        try:
-            return self.address(ipaddress.ip_address(str(host).split("%", 1)[0]))
-        except ValueError:
-            return False
+        if ":" in host:
+            ip = _packed(host.split("%", 1)[0], socket.AF_INET6)
+        else:
+            ip = _packed(host, socket.AF_INET)
+        return ip is not None and self.address(ip)
 
     def hop(self, hop: Hop) -> bool:
         """Whether a hop named in a header is one of ours (then it is skipped)."""
         return self.any or (hop.ip is not None and self.address(hop.ip))
 
-    def address(self, ip: IPAddress) -> bool:
-        mapped = getattr(ip, "ipv4_mapped", None)
-        return any(ip in net or (mapped is not None and mapped in net)
-                   for net in self.networks)
+    def address(self, ip: bytes) -> bool:
+        """A packed address; an IPv4-mapped IPv6 one matches IPv4 networks too."""
+        n = int.from_bytes(ip, "big")
+        for net, mask in self.nets4 if len(ip) == 4 else self.nets6:
+            if n & mask == net:
+                return True
+        return len(ip) == 16 and ip[:12] == _MAPPED and self.address(ip[12:])
 
 
 def peer_text(peername: Any) -> str:
     """The transport's peer as the app sees it in preforkd.peer: "addr:port",
     "[v6addr]:port", "unix:" + the path (often empty) for a unix socket."""
     if isinstance(peername, tuple):
-        host = str(peername[0])
+        host = peername[0]
         return f"[{host}]:{peername[1]}" if ":" in host else f"{host}:{peername[1]}"
     if peername is None:
         return ""
