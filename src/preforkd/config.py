@@ -105,6 +105,25 @@ def _binds(v: Any) -> tuple[str, ...]:
     return tuple(items)
 
 
+def _allow_ips(v: Any) -> tuple[str, ...]:
+    """forwarded_allow_ips: a list (or a comma-separated string, as the flag gives it)."""
+    import ipaddress
+
+    expected = 'a list of addresses or networks ("10.0.0.0/8", "::1"), "unix" or "*"'
+    items = [v] if isinstance(v, str) else v
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+        raise ValueError(expected)
+    out = tuple(p.strip() for i in items for p in i.split(",") if p.strip())
+    for item in out:
+        if item in ("*", "unix"):
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{expected}; {item!r} is none of these") from None
+    return out
+
+
 def _mode(v: Any) -> int:
     if isinstance(v, str):
         try:
@@ -268,6 +287,13 @@ FIELDS: tuple[Field, ...] = (
     Field("max_body_bytes", _int(0), 100 * 1024 * 1024, "larger request body: 413"),
     Field("body_buffer_bytes", _int(0), 256 * 1024,
           "request bodies up to this stay in memory; larger ones spill to a temp file"),
+    Field("forwarded_allow_ips", _allow_ips, ("127.0.0.1", "::1"),
+          "peers whose Forwarded / X-Forwarded-* fields are applied (repeatable): "
+          'addresses, networks, "unix" for unix-socket peers, "*" for any',
+          multiple=True),
+    Field("forwarded_host", _bool, False,
+          "also apply X-Forwarded-Host/-Port and Forwarded host= (HTTP_HOST, SERVER_NAME, "
+          "SERVER_PORT)", is_flag=True),
     Field("health_path", _path, "/healthz",
           'answered by the worker: 200 "ok", 503 while draining; "" turns it off'),
     Field("status_path", _path, "", "per-worker JSON status; off unless set"),
@@ -322,6 +348,8 @@ class Config:
     max_header_count: int
     max_body_bytes: int
     body_buffer_bytes: int
+    forwarded_allow_ips: tuple[str, ...]
+    forwarded_host: bool
     health_path: str
     status_path: str
     access_log: str

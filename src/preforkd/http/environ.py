@@ -3,7 +3,9 @@
 An environ is built in three layers, each reused as long as it can be:
 - per listener: the server's name, port and scheme, and the fixed wsgi.* keys;
 - per connection, while its client repeats the same header fields (most do):
-  the client's address and the HTTP_* keys;
+  the client's address and the HTTP_* keys, and what a trusted peer's
+  forwarding fields change (http/forwarded.py; the trust decision itself is
+  made once per connection, and only a trusted connection looks for them);
 - per request target (cached: the same targets keep coming): PATH_INFO,
   QUERY_STRING, RAW_URI.
 A request then costs one dict copy and a few stores. The caches are owned by
@@ -20,6 +22,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from preforkd.http.connection import Request
+from preforkd.http.forwarded import Trust, peer_text, resolve
 
 TARGET_CACHE = 256  # request targets remembered with their environ keys
 TARGET_CACHED_LEN = 512  # longer targets are rare and not remembered
@@ -93,6 +96,7 @@ def base_environ(server_name: str, server_port: str, scheme: str,
         "SCRIPT_NAME": "",
         "REMOTE_ADDR": "",
         "REMOTE_PORT": "",
+        "preforkd.peer": "",
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": scheme,
         "wsgi.input": EMPTY_INPUT,
@@ -135,9 +139,15 @@ def target_environ(target: bytes) -> dict[str, str]:
 class EnvironBuilder:
     """One worker's environ layers and the caches behind them."""
 
-    def __init__(self, extra: dict[str, Any], scheme: str = "http") -> None:
+    def __init__(self, extra: dict[str, Any], scheme: str = "http", trust: Trust | None = None,
+                 forwarded_host: bool = False) -> None:
         self.extra = extra  # keys every environ gets (preforkd.worker, ...)
         self.scheme = scheme
+        self.trust = trust if trust is not None else Trust(())  # forwarded_allow_ips
+        self.forwarded_host = forwarded_host
+        self.forwarding = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_FORWARDED")
+        if forwarded_host:
+            self.forwarding += ("HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PORT")
         self.targets: dict[bytes, dict[str, str]] = {}  # read directly on the hot path
         self._names: dict[bytes, str] = {}
         self._methods: dict[bytes, str] = {}
@@ -179,15 +189,22 @@ class EnvironBuilder:
                 self._names[name] = key
         return key
 
+    def trusts(self, peer: Any) -> bool:
+        """Whether this peer's forwarding fields are applied (asked once per connection)."""
+        return self.trust.peer(peer)
+
     def with_headers(self, base: dict[str, Any], headers: list[tuple[bytes, bytes]],
-                     remote: Any = None) -> dict[str, Any]:
+                     remote: Any = None, trusted: bool = False) -> dict[str, Any]:
         """`base` plus the client's address and the HTTP_* keys (and CONTENT_TYPE) for
-        these request headers. The result depends on nothing else, so a connection can
-        reuse it while its client repeats the same header fields."""
+        these request headers, and when the peer `remote` is `trusted`, what its
+        forwarding fields change. The result depends on nothing else, so a connection
+        can reuse it while its client repeats the same header fields."""
         env = base.copy()
         if isinstance(remote, tuple):
             env["REMOTE_ADDR"] = remote[0]
             env["REMOTE_PORT"] = str(remote[1])
+        if remote is not None:
+            env["preforkd.peer"] = peer_text(remote)
         names = self._names
         for name, value in headers:
             key = names.get(name) or self.env_name(name)
@@ -197,6 +214,11 @@ class EnvironBuilder:
                 env[key] += ("; " if key == "HTTP_COOKIE" else ", ") + value.decode("latin-1")
             else:
                 env[key] = value.decode("latin-1")
+        if trusted:
+            for key in self.forwarding:
+                if key in env:
+                    env.update(resolve(env, self.trust, self.forwarded_host))
+                    break
         return env
 
     def fill(self, env: dict[str, Any], line: dict[str, str], req: Request) -> dict[str, Any]:

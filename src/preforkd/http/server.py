@@ -17,6 +17,7 @@ from preforkd.config import Config
 from preforkd.http.connection import Limits
 from preforkd.http.driver import IDLE, RESPONDING, HttpProtocol
 from preforkd.http.environ import EnvironBuilder
+from preforkd.http.forwarded import Trust
 from preforkd.http.response import HeadParts, build_head, cl_line
 from preforkd.http.router import OwnPaths, Router
 from preforkd.http.wsgi import WsgiResponder, load_app
@@ -49,7 +50,9 @@ class HttpServer:
         if responder is None:
             extra = {"preforkd.worker": host.index, "preforkd.generation": host.generation,
                      "preforkd.version": __version__}
-            responder = WsgiResponder(load_app(config.app), EnvironBuilder(extra))
+            environ = EnvironBuilder(extra, trust=Trust(config.forwarded_allow_ips),
+                                     forwarded_host=config.forwarded_host)
+            responder = WsgiResponder(load_app(config.app), environ)
         self.responder = responder
         self.access = logs.AccessLog(config.access_log, config.access_log_format, host.index)
         self.access_enabled = self.access.enabled

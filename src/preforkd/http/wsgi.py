@@ -82,7 +82,7 @@ class WsgiResponder:
 
 class WsgiExchange:
     __slots__ = ("wsgi", "driver", "status", "headers", "result", "env_headers",
-                 "env_template", "start_response_cb", "write_cb")
+                 "env_template", "start_response_cb", "write_cb", "trusted")
 
     def __init__(self, wsgi: WsgiResponder, driver: Any) -> None:
         self.wsgi = wsgi
@@ -94,6 +94,7 @@ class WsgiExchange:
         self.env_template: Any = None
         self.start_response_cb = self.start_response  # bound once, not per request
         self.write_cb: Any = None  # bound once a connection proves busy (like env_template)
+        self.trusted: bool | None = None  # may the peer forward? (asked at the first request)
 
     def respond(self, req: Request) -> None:
         """Call the app and hand its answer to the driver. The common case (a list of
@@ -141,8 +142,12 @@ class WsgiExchange:
         sends these header fields."""
         transport = self.driver.transport
         environ = self.wsgi.environ
+        peer = transport.get_extra_info("peername")
+        trusted = self.trusted
+        if trusted is None:  # once per connection: its peer does not change
+            trusted = self.trusted = environ.trusts(peer)
         return environ.with_headers(environ.listener(transport.get_extra_info("listener")),
-                                    headers, transport.get_extra_info("peername"))
+                                    headers, peer, trusted)
 
     def start_response(self, status: str, headers: list, exc_info: Any = None) -> Any:
         if exc_info is not None:
