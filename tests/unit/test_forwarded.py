@@ -177,6 +177,12 @@ def test_resolve_x_forwarded():
     # a malformed X-Forwarded-For is ignored on its own; the proto still applies
     e = env(x_forwarded_for="bogus", x_forwarded_proto="https")
     assert resolve(e, LOOPBACK, False) == {"wsgi.url_scheme": "https", "HTTPS": "on"}
+    # What a client wrote left of the hops the proxies appended is never read: garbage
+    # there cannot hide the client (and make the proxy's own address the client's).
+    e = env(x_forwarded_for="bogus, 198.51.100.9")
+    assert resolve(e, LOOPBACK, False)["REMOTE_ADDR"] == "198.51.100.9"
+    e = env(x_forwarded_for="bogus, 10.0.0.1")  # every hop it reached trusted: the peer
+    assert "REMOTE_ADDR" not in resolve(e, INNER, False)
 
 
 def test_resolve_forwarded_wins_and_takes_the_chosen_elements_proto():
@@ -188,6 +194,11 @@ def test_resolve_forwarded_wins_and_takes_the_chosen_elements_proto():
     # malformed Forwarded: nothing applies, and X-Forwarded-* are not read instead
     e = env(forwarded="for=nonsense", x_forwarded_for="192.0.2.99")
     assert resolve(e, INNER, False) == {}
+    # ... but a client's garbage left of what the proxies appended cannot hide the client
+    for junk in ('for="', "for=nonsense", 'x=";,"', ";;"):
+        e = env(forwarded=junk + ', for=198.51.100.9;proto=https, for=10.0.0.1')
+        got = resolve(e, INNER, False)
+        assert got["REMOTE_ADDR"] == "198.51.100.9" and got["HTTPS"] == "on", (junk, got)
 
 
 def test_resolve_host_only_when_asked():

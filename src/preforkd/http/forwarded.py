@@ -183,14 +183,49 @@ def parse_x_forwarded_for(value: str) -> list[Hop] | None:
     None if an entry is not an address (IPv4, IPv6, either with a port as in
     Forwarded), "unknown" or "_obfuscated". Empty entries are skipped."""
     hops = []
-    for entry in value.split(","):
-        entry = entry.strip(" \t")
-        if entry:
-            hop = parse_node(entry, True)
-            if hop is None:
-                return None
-            hops.append(hop)
+    for entry in _entries(value):
+        hop = parse_node(entry, True)
+        if hop is None:
+            return None
+        hops.append(hop)
     return hops
+
+
+def _entries(value: str) -> list[str]:
+    return [e for e in (e.strip(" \t") for e in value.split(",")) if e]
+
+
+def pick_x_forwarded_for(value: str, trusted: Callable[[Hop], bool]
+                         ) -> tuple[Hop | None, int, int]:
+    """(the client's hop, its index, the number of entries), walking from the right:
+    the first hop not trusted is the client. What lies left of it is never parsed: a
+    client may write anything there, and the proxies append the truth after it. An
+    entry reached that is not an address gives no hop (the peer stays the client)."""
+    entries = _entries(value)
+    for i in range(len(entries) - 1, -1, -1):
+        hop = parse_node(entries[i], True)
+        if hop is None:
+            return None, i, len(entries)
+        if i == 0 or not trusted(hop):
+            return hop, i, len(entries)
+    return None, 0, 0
+
+
+def pick_forwarded(value: str, trusted: Callable[[Hop], bool]) -> Hop | None:
+    """The client's hop in a Forwarded value (None: none to apply). A malformed value
+    is read from the right, as far as the walk needs: a client may write anything,
+    and the proxies append their elements after it (a comma inside a quoted value
+    only makes a suffix not parse: one element more is taken)."""
+    hops = parse_forwarded(value)
+    if hops is not None:
+        return hops[pick(hops, trusted)] if hops else None
+    pieces = value.split(",")
+    for i in range(len(pieces) - 1, 0, -1):
+        hops = parse_forwarded(",".join(pieces[i:]))
+        for hop in reversed(hops or ()):
+            if not trusted(hop):
+                return hop
+    return None
 
 
 def pick(hops: list[Hop], trusted: Callable[[Hop], bool]) -> int:
@@ -287,16 +322,12 @@ def resolve(env: Mapping[str, Any], trust: Trust, with_host: bool) -> dict[str, 
     HTTP_HOST, SERVER_NAME, SERVER_PORT. Empty when nothing applies."""
     forwarded = env.get("HTTP_FORWARDED")
     if forwarded is not None:
-        hops = parse_forwarded(forwarded)
-        if not hops:
+        hop = pick_forwarded(forwarded, trust.hop)
+        if hop is None:
             return {}
-        hop = hops[pick(hops, trust.hop)]
         proto, host, port = hop.proto, hop.host, ""
     else:
-        hops = parse_x_forwarded_for(env.get("HTTP_X_FORWARDED_FOR") or "") or []
-        n = len(hops)
-        i = pick(hops, trust.hop)
-        hop = hops[i] if hops else None
+        hop, i, n = pick_x_forwarded_for(env.get("HTTP_X_FORWARDED_FOR") or "", trust.hop)
         proto = paired(env.get("HTTP_X_FORWARDED_PROTO"), n, i).lower()
         host = paired(env.get("HTTP_X_FORWARDED_HOST"), n, i) if with_host else ""
         port = paired(env.get("HTTP_X_FORWARDED_PORT"), n, i) if with_host else ""
