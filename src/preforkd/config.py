@@ -256,6 +256,14 @@ FIELDS: tuple[Field, ...] = (
     Field("worker_connections", _int(1), 10000, "connections one worker serves at once"),
     Field("rlimit_nofile", _int(0), 0,
           "open-file limit to set; 0: raise the soft limit to the hard"),
+    Field("threads", _int(0, 1024), 0,
+          "app threads per worker: 0 runs the app on the event loop (fastest for quick "
+          "handlers); N > 0 for apps that wait on I/O (databases, APIs)"),
+    Field("max_pending", _int(1), 1000,
+          "with threads: requests waiting for a thread beyond this get 503 + Retry-After"),
+    Field("request_timeout", _seconds(), 0.0,
+          "with threads: log a request still running after this long, with its stack "
+          "(0: never; a thread cannot be killed)"),
     Field("timeout", _seconds(allow_zero=False), 30.0,
           "kill a worker whose event loop is silent this long"),
     Field("graceful_timeout", _seconds(), 30.0,
@@ -331,6 +339,9 @@ class Config:
     unix_socket_mode: int
     worker_connections: int
     rlimit_nofile: int
+    threads: int
+    max_pending: int
+    request_timeout: float
     timeout: float
     graceful_timeout: float
     max_requests: int

@@ -20,6 +20,7 @@ from preforkd.http.environ import EnvironBuilder
 from preforkd.http.forwarded import Trust
 from preforkd.http.response import HeadParts, build_head, cl_line
 from preforkd.http.router import OwnPaths, Router
+from preforkd.http.threaded import ThreadedResponder
 from preforkd.http.wsgi import WsgiResponder, load_app
 from preforkd.protocols.base import Host, StateCounts
 
@@ -47,13 +48,7 @@ class HttpServer:
         OwnPaths(host.scoreboard, lambda: self.stopping).install(
             self.router, config.health_path, config.status_path)
         self.routes = self.router.routes
-        if responder is None:
-            extra = {"preforkd.worker": host.index, "preforkd.generation": host.generation,
-                     "preforkd.version": __version__}
-            environ = EnvironBuilder(extra, trust=Trust(config.forwarded_allow_ips),
-                                     forwarded_host=config.forwarded_host)
-            responder = WsgiResponder(load_app(config.app), environ)
-        self.responder = responder
+        self.responder = responder or wsgi_responder(config, host)
         self.access = logs.AccessLog(config.access_log, config.access_log_format, host.index)
         self.access_enabled = self.access.enabled
         self.extra_head = b""  # the date and server lines, renewed each second
@@ -153,7 +148,22 @@ class HttpServer:
         for proto in expired:
             proto.deadline_passed()
         self.access.flush()
+        pool = getattr(self.responder, "pool", None)
+        if pool is not None and self.config.request_timeout:
+            pool.report_overdue(self.config.request_timeout, now)
         loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+
+def wsgi_responder(config: Config, host: Host) -> WsgiResponder:
+    """The app, inline (threads = 0) or in a pool of threads."""
+    extra = {"preforkd.worker": host.index, "preforkd.generation": host.generation,
+             "preforkd.version": __version__, "wsgi.multithread": config.threads > 0}
+    environ = EnvironBuilder(extra, trust=Trust(config.forwarded_allow_ips),
+                             forwarded_host=config.forwarded_host)
+    app = load_app(config.app)
+    if not config.threads:
+        return WsgiResponder(app, environ)
+    return ThreadedResponder(app, environ, host.loop, config.threads, config.max_pending)
 
 
 def http_factory(config: Config, host: Host) -> Callable[[], HttpProtocol]:
