@@ -5,12 +5,22 @@ from __future__ import annotations
 import selectors
 import socket
 import sys
+import time
 
 BODY = b"Hello, World!"
 HEADERS = [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))]
 
 
 def wsgi(environ, start_response):
+    start_response("200 OK", HEADERS)
+    return [BODY]
+
+
+def sleep10(environ, start_response):
+    """An app that waits 10 ms on "I/O" per request (the thread-pool benchmark); its
+    health path does not wait."""
+    if environ["PATH_INFO"] != "/healthz":
+        time.sleep(0.01)
     start_response("200 OK", HEADERS)
     return [BODY]
 
