@@ -94,6 +94,26 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
             out.close()
 
 
+@pytest.fixture
+def load() -> Iterator[Callable[..., Load]]:
+    """scripts/loadgen through a balancer (harness.Load); one a failed test left running is
+    stopped by its pid."""
+    started: list[Load] = []
+
+    def start(port: int, seconds: float) -> Load:
+        started.append(Load(f"127.0.0.1:{port}", seconds, "--keepalive", "8", "--fresh", "8"))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for one in started:
+            if one.proc.poll() is None:
+                os.kill(one.proc.pid, signal.SIGTERM)
+                one.proc.wait(5)
+            one.out.close()
+
+
 def accepting(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -182,7 +202,7 @@ def v2_local_get(srv, path: str = "/fast") -> int | None:
         return None
 
 
-def test_haproxy_takes_a_draining_server_out_before_it_stops_listening(server, spawn,
+def test_haproxy_takes_a_draining_server_out_before_it_stops_listening(server, spawn, load,
                                                                        tmp_path):
     backend = ("-w", "2", "--proxy-protocol", "v2", "--drain-delay", "2",
                "--graceful-timeout", "5", *APP)
@@ -230,7 +250,7 @@ def test_haproxy_takes_a_draining_server_out_before_it_stops_listening(server, s
         assert reused > 0
 
         # 1. Graceful stop of app1 under load: DOWN before it stops serving, nothing fails.
-        load = Load(f"127.0.0.1:{port}", 8.0, "--keepalive", "8", "--fresh", "8")
+        run = load(port, 8.0)
         wait_until(lambda: served("app1") > 100 and served("app2") > 100, timeout=5,
                    what="load on both servers")
         a.signal(signal.SIGTERM)
@@ -243,7 +263,7 @@ def test_haproxy_takes_a_draining_server_out_before_it_stops_listening(server, s
               f"(checks inter 300ms fall 2; drain_delay 2 s); app1 then still answered {still}")
         assert to_down < 2.0 and still == 200
         assert a.wait_exit(12) == 0
-        report = load.result()
+        report = run.result()
         report_line("haproxy: graceful stop of app1 under load, retries 0", report)
         assert report["failed"] == 0, report
 
@@ -265,14 +285,14 @@ def test_haproxy_takes_a_draining_server_out_before_it_stops_listening(server, s
                 time.sleep(0.02)
 
         watcher = threading.Thread(target=watch)
-        load = Load(f"127.0.0.1:{port}", 6.0, "--keepalive", "8", "--fresh", "8")
+        run = load(port, 6.0)
         watcher.start()
         try:
             wait_until(lambda: served("app1") > before + 100, timeout=5,
                        what="traffic to app1 again")
             b.signal(signal.SIGHUP)
             b.wait_event("reloaded", gen=2, timeout=15)
-            report = load.result()
+            report = run.result()
         finally:
             done.set()
             watcher.join()
@@ -322,14 +342,14 @@ def start_nginx(spawn, tmp: Path, body: str, port: int, stream: bool = False) ->
     wait_serving(proc, port, tmp / "error.log")
 
 
-def drain_and_reload_under_load(port: int, a, b, name: str, nginx_log: Path) -> None:
+def drain_and_reload_under_load(load, port: int, a, b, name: str, nginx_log: Path) -> None:
     """TERM a (drain_delay 2 s), HUP b once a stopped listening, all under one load run.
 
     nginx has no active health checks (open source), yet nothing fails: a serves every
     request it gets through drain_delay (kept-alive connections are answered, with
     Connection: close); once its listener is closed, a connection to it is refused and
     nginx tries the request on b before anything was sent (proxy_next_upstream)."""
-    load = Load(f"127.0.0.1:{port}", 8.0, "--keepalive", "8", "--fresh", "8")
+    run = load(port, 8.0)
     wait_until(lambda: requests_served(a) > 100 and requests_served(b) > 100, timeout=5,
                what="load on both servers")
     a.signal(signal.SIGTERM)
@@ -339,7 +359,7 @@ def drain_and_reload_under_load(port: int, a, b, name: str, nginx_log: Path) -> 
     b.signal(signal.SIGHUP)  # everything goes to b now
     b.wait_event("reloaded", gen=2, timeout=15)
     assert a.wait_exit(12) == 0
-    report = load.result()
+    report = run.result()
     report_line(f"{name}: graceful stop of one server, HUP of the other, under load", report)
     retried = nginx_log.read_text().count("(111: Connection refused)")
     print(f"[{name}] a's listener closed {closed:.2f} s after TERM (drain_delay 2 s); "
@@ -347,7 +367,7 @@ def drain_and_reload_under_load(port: int, a, b, name: str, nginx_log: Path) -> 
     assert report["failed"] == 0, report
 
 
-def test_nginx_http_upstream_keepalive(server, spawn, tmp_path):
+def test_nginx_http_upstream_keepalive(server, spawn, load, tmp_path):
     backend = ("-w", "2", "--drain-delay", "2", "--graceful-timeout", "5", *APP)
     a, b = server(*backend), server(*backend)
     a.wait_ready(2)
@@ -362,11 +382,11 @@ def test_nginx_http_upstream_keepalive(server, spawn, tmp_path):
     # X-Forwarded-For reaches the app with the client's address.
     for src, answers in peers(port).items():
         assert [xff for _, xff in answers] == [src] * 4, answers
-    drain_and_reload_under_load(port, a, b, "nginx http upstream",
+    drain_and_reload_under_load(load, port, a, b, "nginx http upstream",
                                 tmp_path / "nginx" / "error.log")
 
 
-def test_nginx_stream_proxy_protocol(server, spawn, tmp_path):
+def test_nginx_stream_proxy_protocol(server, spawn, load, tmp_path):
     backend = ("-w", "2", "--proxy-protocol", "v1", "--drain-delay", "2",
                "--graceful-timeout", "5", *APP)
     a, b = server(*backend), server(*backend)
@@ -382,7 +402,7 @@ def test_nginx_stream_proxy_protocol(server, spawn, tmp_path):
     # The PROXY v1 header's source is REMOTE_ADDR for every request on the connection.
     for src, answers in peers(port).items():
         assert [addr for addr, _ in answers] == [src] * 4, answers
-    drain_and_reload_under_load(port, a, b, "nginx stream + PROXY v1",
+    drain_and_reload_under_load(load, port, a, b, "nginx stream + PROXY v1",
                                 tmp_path / "nginx" / "error.log")
 
 
