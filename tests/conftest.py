@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import resource
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,14 +23,19 @@ def _raise_nofile() -> None:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Start preforkd with extra CLI args; every server is stopped, reaped and its log checked."""
+    """Start preforkd with extra CLI args; every server is stopped, reaped and its log checked.
+
+    `sock`: a listening socket the test made and keeps (the server gets its fd), so that a
+    server started again later listens on the same port."""
     started: list[Server] = []
 
     def start(*args: str, config: str | None = None, bind: bool = True,
-              env: dict[str, str] | None = None, reuseport: bool = False) -> Server:
+              env: dict[str, str] | None = None, reuseport: bool = False,
+              sock: socket.socket | None = None) -> Server:
         d = tmp_path / f"s{len(started)}"
         d.mkdir()
-        srv = Server(d, list(args), config=config, bind=bind, env=env, reuseport=reuseport)
+        srv = Server(d, list(args), config=config, bind=bind, env=env, reuseport=reuseport,
+                     sock=sock)
         started.append(srv)
         return srv
 

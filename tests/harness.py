@@ -76,7 +76,7 @@ def env_for_server() -> dict[str, str]:
 class Server:
     def __init__(self, tmp_path: Path, args: list[str], config: str | None = None,
                  bind: bool = True, env: dict[str, str] | None = None,
-                 reuseport: bool = False) -> None:
+                 reuseport: bool = False, sock: socket.socket | None = None) -> None:
         self.dir = tmp_path
         self.pidfile = tmp_path / "preforkd.pid"
         self.errlog = tmp_path / "error.log"
@@ -91,7 +91,13 @@ class Server:
             argv += ["-c", str(self.config_path)]
         pass_fds: tuple[int, ...] = ()
         self.listen_sock = None
-        if bind:
+        if sock is not None:
+            # A listening socket the test keeps (so a server started again later gets the
+            # same port): the server gets a copy, the test's own stays open.
+            self.port = sock.getsockname()[1]
+            pass_fds = (sock.fileno(),)
+            argv += ["-b", f"fd://{sock.fileno()}"]
+        elif bind:
             self.listen_sock = socket.socket()
             if reuseport:  # (so that the server can add sockets to its group)
                 self.listen_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

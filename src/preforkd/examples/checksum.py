@@ -6,6 +6,9 @@
                           `x-body-sha256` first (a mismatch is a 422: a body lost or
                           mangled on the way in)
     GET  /alloc?mb=N      keeps N MiB more for the life of the worker (grows its RSS)
+    GET  /peer            the client's address as the app sees it (REMOTE_ADDR), and the
+                          X-Forwarded-For field it got, if any, in `x-seen-forwarded-for`
+                          (what a balancer in front passed on)
 """
 
 from __future__ import annotations
@@ -45,6 +48,12 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
         start_response("200 OK", [("Content-Type", "text/plain"), ("x-sha256", FAST_SHA),
                                   ("x-worker-pid", str(os.getpid()))])
         return [FAST]
+    if path == "/peer":
+        headers = [("Content-Type", "text/plain")]
+        if "HTTP_X_FORWARDED_FOR" in environ:
+            headers.append(("x-seen-forwarded-for", environ["HTTP_X_FORWARDED_FOR"]))
+        start_response("200 OK", headers)
+        return [environ.get("REMOTE_ADDR", "").encode() + b"\n"]
     if path == "/alloc":
         _kept.append(b"\x01" * (_query_int(environ, "mb", 1, 1024) << 20))  # pages touched
         start_response("200 OK", [("Content-Type", "text/plain")])
