@@ -379,9 +379,10 @@ def test_nginx_http_upstream_keepalive(server, spawn, load, tmp_path):
         ("10.0.0.11:8000", where(a)), ("10.0.0.12:8000", where(b)),  # the servers
     )
     start_nginx(spawn, tmp_path / "nginx", body, port)
-    # X-Forwarded-For reaches the app with the client's address.
+    # X-Forwarded-For reaches the app with the client's address, and nginx (127.0.0.1,
+    # in the default forwarded_allow_ips) is trusted: REMOTE_ADDR is the client's.
     for src, answers in peers(port).items():
-        assert [xff for _, xff in answers] == [src] * 4, answers
+        assert answers == [(src, src)] * 4, answers
     drain_and_reload_under_load(load, port, a, b, "nginx http upstream",
                                 tmp_path / "nginx" / "error.log")
 
