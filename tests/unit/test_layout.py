@@ -59,3 +59,10 @@ def test_functions_and_classes_stay_small():
             elif isinstance(node, ast.ClassDef) and size > 300:
                 too_long.append(f"class {name}.{node.name}: {size} lines")
     assert not too_long, too_long
+
+
+def test_test_files_have_names_of_their_own():
+    """pytest imports test modules by their file name: two of one name in different
+    folders stop the whole run at collection."""
+    names = [p.name for p in (SRC.parents[1] / "tests").rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
