@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from preforkd import config as configmod
+from preforkd.http.connection import NEED_DATA, HttpConnection, Limits
 from preforkd.http.driver import HttpProtocol
 from preforkd.http.server import HttpServer
 from preforkd.protocols.base import Host
@@ -250,3 +251,18 @@ class PhaseMoves:
 
     def __exit__(self, *exc: Any) -> None:
         HttpProtocol.phase = self._slot
+
+
+def feed(pieces: list[bytes], eof: bool = True, limits: Limits | None = None) -> list:
+    """Every event a fresh HttpConnection gives for these reads (and then EOF)."""
+    conn = HttpConnection(limits or Limits())
+    out: list = []
+    for piece in pieces:
+        conn.receive_data(piece)
+        while (e := conn.next_event()) is not NEED_DATA:
+            out.append(e)
+    if eof:
+        conn.receive_eof()
+        while (e := conn.next_event()) is not NEED_DATA:
+            out.append(e)
+    return out

@@ -10,10 +10,11 @@ from hypothesis import strategies as st
 
 from preforkd.http.connection import CONTINUE, NEED_DATA, HttpConnection, HttpError, Limits, Request
 
+from httpkit import feed
+
 
 def events(data: bytes, splits: str = "whole", limits: Limits | None = None,
            eof: bool = False) -> list:
-    conn = HttpConnection(limits or Limits())
     if splits == "whole":
         pieces = [data]
     elif splits == "bytes":
@@ -25,16 +26,7 @@ def events(data: bytes, splits: str = "whole", limits: Limits | None = None,
             n = rng.randint(1, 40)
             pieces.append(data[i:i + n])
             i += n
-    out = []
-    for p in pieces:
-        conn.receive_data(p)
-        while (e := conn.next_event()) is not NEED_DATA:
-            out.append(e)
-    if eof:
-        conn.receive_eof()
-        while (e := conn.next_event()) is not NEED_DATA:
-            out.append(e)
-    return out
+    return feed(pieces, eof, limits)
 
 
 def summary(evs: list) -> list:

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from preforkd.http.connection import CONTINUE, NEED_DATA, HttpConnection, HttpError, Limits, Request
 from preforkd.http.driver import IDLE
 
-from httpkit import connect, make_server, parse_responses
+from httpkit import connect, feed, make_server, parse_responses
 
 settings.register_profile(
     "http-fuzz", derandomize=True, max_examples=200, deadline=None, database=None,
@@ -341,20 +341,6 @@ def split_case(case: Case, points: list[int], near: bool) -> list[bytes]:
 # -- running the parser -----------------------------------------------------------------
 
 CONTINUE_MARK = "100-continue"
-
-
-def feed(pieces: list[bytes], eof: bool = True, limits: Limits | None = None) -> list:
-    conn = HttpConnection(limits or Limits())
-    out: list = []
-    for piece in pieces:
-        conn.receive_data(piece)
-        while (e := conn.next_event()) is not NEED_DATA:
-            out.append(e)
-    if eof:
-        conn.receive_eof()
-        while (e := conn.next_event()) is not NEED_DATA:
-            out.append(e)
-    return out
 
 
 def body_of(req: Request) -> bytes:

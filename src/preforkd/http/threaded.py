@@ -235,11 +235,7 @@ class ThreadPool:
 
     def _close(self, task: Task) -> None:
         result, task.result = task.result, None
-        if result is not None:
-            try:
-                close_iterable(result)
-            except Exception:
-                log.exception("event=app-close-error")
+        close_iterable(result)
 
     def report_overdue(self, limit: float, now: float) -> None:
         """Log, once each, the calls running longer than `limit`, with their stack."""

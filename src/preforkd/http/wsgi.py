@@ -39,9 +39,13 @@ def load_app(spec: str) -> Callable[..., Any]:
 
 
 def close_iterable(result: Iterable[bytes] | None) -> None:
+    """PEP 3333: the server calls the iterable's close(); what it raises is logged."""
     close = getattr(result, "close", None)
     if close is not None:
-        close()
+        try:
+            close()
+        except Exception:
+            log.exception("event=app-close-error")
 
 
 class WsgiResponder:
@@ -180,11 +184,7 @@ class WsgiExchange:
 
     def close_result(self) -> None:
         result, self.result = self.result, None
-        if result is not None:
-            try:
-                close_iterable(result)
-            except Exception:
-                log.exception("event=app-close-error")
+        close_iterable(result)
 
     def trim(self) -> None:
         """Idle for a while: give back what the next request can rebuild."""
