@@ -1,9 +1,10 @@
 """Per-worker HTTP state: what all of one worker's connections share.
 
 HttpServer holds the limits and timeouts, the router (the server's own
-paths), the responder (inline WSGI today), the access log, the clock for the
-Date header and the whole-head memo, and the once-a-second sweep that acts on
-expired deadlines. It talks to its worker only through the Host it was given.
+paths), the responder (inline WSGI, behind the static mounts when there are
+any), the access log, the clock for the Date header and the whole-head memo,
+and the once-a-second sweep that acts on expired deadlines. It talks to its
+worker only through the Host it was given.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from preforkd.http.driver import IDLE, RESPONDING, HttpProtocol
 from preforkd.http.environ import EnvironBuilder
 from preforkd.http.response import HeadParts, build_head, cl_line
 from preforkd.http.router import OwnPaths, Router
+from preforkd.http.static import with_mounts
 from preforkd.http.wsgi import WsgiResponder, load_app
 from preforkd.protocols.base import Host, StateCounts
 
@@ -50,7 +52,8 @@ class HttpServer:
             extra = {"preforkd.worker": host.index, "preforkd.generation": host.generation,
                      "preforkd.version": __version__}
             responder = WsgiResponder(load_app(config.app), EnvironBuilder(extra))
-        self.responder = responder
+        # [[static]] mounts wrap the app's responder (none: nothing in between)
+        self.responder = with_mounts(responder, config)
         self.access = logs.AccessLog(config.access_log, config.access_log_format, host.index)
         self.access_enabled = self.access.enabled
         self.extra_head = b""  # the date and server lines, renewed each second
