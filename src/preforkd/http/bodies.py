@@ -80,9 +80,10 @@ def send_file(driver: Any, parts: HeadParts, fd: int, offset: int, count: int) -
         # The head and the file leave in two sends: with Nagle on, the file's first
         # segment would wait for the head's delayed ACK (40 ms a response).
         set_nodelay(driver.transport)
-    driver.transport.write(head)
     if resp.head_only or count == 0:
+        driver.transport.write(head)
         driver.finish()
     else:
         resp.sent = count
+        driver.transport.write_later(head)  # (sendfile sends it first, with MSG_MORE)
         driver.transport.sendfile(fd, offset, count, driver.file_sent)
