@@ -132,6 +132,10 @@ def check(config_path: str, print_config: bool, **options: Any) -> None:
         check_loadable(cfg)
     except LoadError as e:
         fail(str(e))
+    from preforkd.http.static import missing_roots
+
+    for problem in missing_roots(cfg):
+        fail(f"{cfg.config_path}: {problem}")
     running = pidfile.read(cfg.pid)
     if running and pidfile.is_master(running):
         click.echo(f"preforkd: binds not tried: master pid {running} holds them")

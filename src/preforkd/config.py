@@ -208,6 +208,95 @@ def _listener_tables(v: Any) -> tuple[ListenerTable, ...]:
     return tuple(out)
 
 
+class TableError(ValueError):
+    """A value in the i-th table of an array of tables is wrong: the message names
+    the table and the key (`static[0].root: expected ..., got ...`)."""
+
+    def __init__(self, index: int, key: str, expected: str, value: Any,
+                 text: str = "") -> None:
+        super().__init__(expected)
+        self.where = f"[{index}].{key}" if key else f"[{index}]"
+        self.text = text or f"expected {expected}, got {value!r}"
+
+
+@dataclass(frozen=True)
+class StaticTable:
+    """A [[static]] table: files under `root` served at `prefix` (see http/static.py).
+    `root` is made absolute by load(), against the config file's directory."""
+
+    prefix: str
+    root: str
+    index: str = "index.html"
+    max_age: int | None = None  # None: no Cache-Control
+    precompressed: bool = False
+    follow_symlinks: bool = False
+    fallthrough: bool = False
+
+
+def _static_prefix(v: Any) -> str:
+    if (not isinstance(v, str) or not v.startswith("/")
+            or any(c in v for c in "?#% \\") or any(ord(c) < 33 or ord(c) > 126 for c in v)
+            or any(seg in (".", "..") for seg in v.split("/"))):
+        raise ValueError('a URL path starting with "/" (plain ASCII, no "%", "?", "#", '
+                         'spaces or dot segments), e.g. "/static/"')
+    return v if v.endswith("/") else v + "/"
+
+
+def _static_root(v: Any) -> str:
+    if not isinstance(v, str) or not v or "\0" in v:
+        raise ValueError("a directory (absolute, or relative to the config file's directory)")
+    return v
+
+
+def _static_index(v: Any) -> str:
+    if not isinstance(v, str) or "/" in v or v.startswith(".") or "\0" in v:
+        raise ValueError('a file name (no "/", not starting with "."), or "" for none')
+    return v
+
+
+def _max_age(v: Any) -> int:
+    return _int(0)(v)
+
+
+_STATIC_KEYS: dict[str, Callable[[Any], Any]] = {
+    "prefix": _static_prefix, "root": _static_root, "index": _static_index,
+    "max_age": _max_age, "precompressed": _bool, "follow_symlinks": _bool,
+    "fallthrough": _bool,
+}
+
+
+def _static_tables(v: Any) -> tuple[StaticTable, ...]:
+    if not isinstance(v, (list, tuple)):
+        raise ValueError("[[static]] tables with prefix and root")
+    out: list[StaticTable] = []
+    for i, t in enumerate(v):
+        if isinstance(t, StaticTable):
+            out.append(t)
+            continue
+        if not isinstance(t, dict):
+            raise TableError(i, "", "a table with prefix and root", t)
+        for key in t:
+            if key not in _STATIC_KEYS:
+                close = difflib.get_close_matches(key, _STATIC_KEYS, n=1)
+                hint = f' (did you mean "{close[0]}"?)' if close else ""
+                raise TableError(i, key, "", None, f"unknown key{hint}; the keys are "
+                                 + ", ".join(_STATIC_KEYS))
+        values = {}
+        for key in ("prefix", "root"):
+            if key not in t:
+                raise TableError(i, key, "a value (the key is required)", None)
+        for key, value in t.items():
+            try:
+                values[key] = _STATIC_KEYS[key](value)
+            except ValueError as e:
+                raise TableError(i, key, str(e), value) from None
+        if any(o.prefix == values["prefix"] for o in out):
+            raise TableError(i, "prefix", "a prefix no other [[static]] table has",
+                             values["prefix"])
+        out.append(StaticTable(**values))
+    return tuple(out)
+
+
 def _protocol(v: Any) -> str:
     if v in ("http", "echo"):
         return v
@@ -238,6 +327,9 @@ FIELDS: tuple[Field, ...] = (
           short="-b", multiple=True),
     Field("listener", _listener_tables, (), "[[listener]] tables: an address with its own "
           "proxy_protocol / proxy_allow_ips (in the config file only)", cli=False),
+    Field("static", _static_tables, (), "[[static]] tables: files served before the app "
+          "(prefix, root, index, max_age, precompressed, follow_symlinks, fallthrough; "
+          "in the config file only)", cli=False),
     Field("workers", _workers, "auto", 'number of worker processes, or "auto" (usable CPUs)',
           short="-w"),
     Field("protocol", _protocol, "http", 'what workers speak: "http", "echo" or "module:factory"'),
@@ -327,6 +419,7 @@ FIELDS_BY_KEY: dict[str, Field] = {f.key: f for f in FIELDS}
 class Config:
     bind: tuple[str, ...]
     listener: tuple[ListenerTable, ...]
+    static: tuple[StaticTable, ...]
     workers: int
     protocol: str
     app: str
@@ -415,7 +508,7 @@ def _toml_value(field: Field, v: Any) -> str:
         return f'"{v:04o}"'
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, ListenerTable):
+    if isinstance(v, (ListenerTable, StaticTable)):
         pairs = [f"{k} = {_toml_value(field, x)}" for k, x in vars(v).items() if x is not None]
         return "{" + ", ".join(pairs) + "}"
     if isinstance(v, (list, tuple)):
@@ -428,6 +521,8 @@ def _toml_value(field: Field, v: Any) -> str:
 def _parse(field: Field, value: Any, name: str) -> Any:
     try:
         return field.parse(value)
+    except TableError as e:
+        raise ConfigError(f"{name}{e.where}: {e.text}") from None
     except ValueError as e:
         shown = list(value) if isinstance(value, tuple) else value
         raise ConfigError(f"{name}: expected {e}, got {shown!r}") from None
@@ -467,4 +562,9 @@ def load(path: str = "", overrides: Mapping[str, Any] | None = None) -> Config:
     if not values["bind"] and not values["listener"]:
         raise ConfigError(f"{path or 'bind'}: bind: no address to listen on (bind or "
                           "[[listener]])")
+    # A relative [[static]] root is the config file's neighbour (cwd without a file):
+    # the same file serves the same files wherever the server is started from.
+    base = os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
+    values["static"] = tuple(dataclasses.replace(t, root=os.path.join(base, t.root))
+                             if not os.path.isabs(t.root) else t for t in values["static"])
     return Config(**values, config_path=os.path.abspath(path) if path else "")

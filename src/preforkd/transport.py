@@ -278,7 +278,15 @@ class Transport(Connection):
         `on_done` runs once the last byte is handed to the kernel; the caller keeps
         `fd` open until then (or until connection_lost)."""
         if self._later is not None:
-            self.flush()
+            if self._buffer is None and self._file is None and count > 0 and not self._lost:
+                # The head goes with MSG_MORE: the kernel holds it for the file's first
+                # bytes, and one segment carries both (one send's worth of work fewer).
+                later, self._later = self._later, None
+                rest = self._send_before_fin(later)
+                if rest:
+                    self._write(rest)
+            else:
+                self.flush()
         if self._closing or count <= 0:
             if on_done is not None:
                 self._loop.call_soon(on_done)

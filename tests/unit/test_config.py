@@ -140,3 +140,45 @@ def test_the_annotated_config_shows_every_key():
     text = (Path(__file__).parents[2] / "conf" / "preforkd.toml").read_text()
     missing = [f.key for f in FIELDS if f"# {f.key} = " not in text]
     assert not missing, f"conf/preforkd.toml does not show {missing}"
+
+
+def test_static_tables(tmp_path, monkeypatch):
+    p = tmp_path / "c.toml"
+    p.write_text('[[static]]\nprefix = "/static"\nroot = "public"\nmax_age = 60\n'
+                 '[[static]]\nprefix = "/"\nroot = "/srv/site"\nindex = ""\n'
+                 'precompressed = true\nfollow_symlinks = true\nfallthrough = true\n')
+    monkeypatch.chdir("/")  # a relative root is the config file's neighbour, not the cwd's
+    a, b = config.load(str(p)).static
+    assert a == config.StaticTable("/static/", str(tmp_path / "public"), "index.html", 60,
+                                   False, False, False)
+    assert b == config.StaticTable("/", "/srv/site", "", None, True, True, True)
+    printed = tmp_path / "printed.toml"
+    printed.write_text(config.load(str(p)).describe())
+    assert config.load(str(printed)).static == (a, b)
+    monkeypatch.chdir(tmp_path)  # without a file: the cwd's
+    assert config.load(overrides={"static": [{"prefix": "/s/", "root": "r"}]}).static[0].root \
+        == str(tmp_path / "r")
+
+
+@pytest.mark.parametrize("table,message", [
+    ('root = "p"', "static[0].prefix: expected a value (the key is required)"),
+    ('prefix = "/s/"', "static[0].root: expected a value"),
+    ('prefix = "s/"\nroot = "p"', "static[0].prefix: expected a URL path starting with"),
+    ('prefix = "/s/../x/"\nroot = "p"', "static[0].prefix: expected a URL path"),
+    ('prefix = "/s%2f/"\nroot = "p"', "static[0].prefix: expected a URL path"),
+    ('prefix = "/s/"\nroot = 5', "static[0].root: expected a directory"),
+    ('prefix = "/s/"\nroot = "p"\nindex = "a/b.html"', "static[0].index: expected a file name"),
+    ('prefix = "/s/"\nroot = "p"\nmax_age = -1', "static[0].max_age: expected an integer >= 0"),
+    ('prefix = "/s/"\nroot = "p"\nprecompressed = "maybe"',
+     "static[0].precompressed: expected true or false, got 'maybe'"),
+    ('prefix = "/s/"\nroot = "p"\nfallthru = true',
+     'static[0].fallthru: unknown key (did you mean "fallthrough"?)'),
+    ('prefix = "/s/"\nroot = "p"\n[[static]]\nprefix = "/s"\nroot = "q"',
+     "static[1].prefix: expected a prefix no other [[static]] table has, got '/s/'"),
+])
+def test_static_table_errors_name_the_table_and_the_key(tmp_path, table, message):
+    p = tmp_path / "c.toml"
+    p.write_text("[[static]]\n" + table + "\n")
+    with pytest.raises(ConfigError) as e:
+        config.load(str(p))
+    assert str(e.value).startswith(f"{p}: {message}"), str(e.value)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from preforkd.http.response import HeadParts, ResponseError
+from preforkd.protocols.base import set_nodelay
 
 
 class BodyStream:
@@ -75,9 +76,14 @@ def send_file(driver: Any, parts: HeadParts, fd: int, offset: int, count: int) -
             raise ResponseError(f"Content-Length {resp.content_length} is past the end "
                                 f"of the file ({count} bytes)")
         count = resp.content_length
-    driver.transport.write(head)
+    if driver.served == 1:
+        # The head and the file leave in two sends: with Nagle on, the file's first
+        # segment would wait for the head's delayed ACK (40 ms a response).
+        set_nodelay(driver.transport)
     if resp.head_only or count == 0:
+        driver.transport.write(head)
         driver.finish()
     else:
         resp.sent = count
+        driver.transport.write_later(head)  # (sendfile sends it first, with MSG_MORE)
         driver.transport.sendfile(fd, offset, count, driver.file_sent)

@@ -1,9 +1,10 @@
 """Per-worker HTTP state: what all of one worker's connections share.
 
 HttpServer holds the limits and timeouts, the router (the server's own
-paths), the responder (inline WSGI today), the access log, the clock for the
-Date header and the whole-head memo, and the once-a-second sweep that acts on
-expired deadlines. It talks to its worker only through the Host it was given.
+paths), the responder (inline WSGI, behind the static mounts when there are
+any), the access log, the clock for the Date header and the whole-head memo,
+and the once-a-second sweep that acts on expired deadlines. It talks to its
+worker only through the Host it was given.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from preforkd.http.environ import EnvironBuilder
 from preforkd.http.forwarded import Trust
 from preforkd.http.response import HeadParts, build_head, cl_line
 from preforkd.http.router import OwnPaths, Router
+from preforkd.http.static import with_mounts
 from preforkd.http.threaded import ThreadedResponder
 from preforkd.http.wsgi import WsgiResponder, load_app
 from preforkd.protocols.base import Host, StateCounts
@@ -48,7 +50,10 @@ class HttpServer:
         OwnPaths(host.scoreboard, lambda: self.stopping).install(
             self.router, config.health_path, config.status_path)
         self.routes = self.router.routes
-        self.responder = responder or wsgi_responder(config, host)
+        app = responder or wsgi_responder(config, host)
+        self.pool = getattr(app, "pool", None)  # (threads: for request_timeout)
+        # [[static]] mounts wrap the app's responder (none: nothing in between)
+        self.responder = with_mounts(app, config)
         self.access = logs.AccessLog(config.access_log, config.access_log_format, host.index)
         self.access_enabled = self.access.enabled
         self.extra_head = b""  # the date and server lines, renewed each second
@@ -148,9 +153,8 @@ class HttpServer:
         for proto in expired:
             proto.deadline_passed()
         self.access.flush()
-        pool = getattr(self.responder, "pool", None)
-        if pool is not None and self.config.request_timeout:
-            pool.report_overdue(self.config.request_timeout, now)
+        if self.pool is not None and self.config.request_timeout:
+            self.pool.report_overdue(self.config.request_timeout, now)
         loop.call_later(SWEEP_INTERVAL, self._sweep)
 
 
