@@ -352,8 +352,9 @@ def summary(events: list) -> list:
     out: list = []
     for e in events:
         if isinstance(e, Request):
-            out.append((e.method, e.target, e.version, tuple(e.headers), body_of(e),
-                        e.keep_alive))
+            # (values as used: trailing OWS is removed where a value is read, RFC 9110 §5.5)
+            fields = tuple((n, v.rstrip(b" \t")) for n, v in e.headers)
+            out.append((e.method, e.target, e.version, fields, body_of(e), e.keep_alive))
         elif isinstance(e, HttpError):
             out.append(("error", e.status))
         elif e is CONTINUE:

@@ -94,11 +94,154 @@ class _TakeBody(Exception):
     """Raised in on_headers_complete to stop llhttp: this body is decoded here."""
 
 
-class HttpConnection:
+class _Callbacks:
+    """What llhttp calls (through httptools) while it parses: the callbacks only record,
+    into the state HttpConnection keeps (the slots are its)."""
+
+    __slots__ = ()
+    request: Request | None
+    events: Any
+    in_headers: bool
+    limits: Limits
+    _parser: Any
+    _special: bool
+    _held: Request | None
+    _fields_ok: list | None
+    _closing: Request | None
+    _head_bytes: int
+    _big: bool
+    _max_line: int
+    _max_count: int
+    _max_head: int
+
+    # No on_message_begin: one Python call fewer per request. A request starts with
+    # its target's first bytes (llhttp reports nothing earlier).
+    def on_url(self, part: bytes) -> None:
+        if self.in_headers:  # the target goes on (split across reads)
+            req = self.request
+            target = req.target = req.target + part
+        else:
+            req = self.request = Request()
+            req.headers = []
+            self.in_headers = True
+            self._special = False
+            target = req.target = part
+        if len(target) > self._max_line:
+            raise HttpError(414, "request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.in_headers:
+            # llhttp strips leading OWS only. Trailing OWS is not part of the value
+            # either (RFC 9110 §5.5): removed where a value is used (framing fields,
+            # Host, the environ's layer of header fields, made once per connection).
+            self.request.headers.append((name, value))
+            if len(name) in _WATCHED_LENGTHS:
+                self._watch(name.lower(), value)
+
+    def _watch(self, lower: bytes, value: bytes) -> None:
+        req = self.request
+        if lower == _CONTENT_LENGTH:
+            req.content_length = int(value)  # llhttp has validated the digits (int strips OWS)
+        elif lower == _TRANSFER_ENCODING:
+            rules.check_coding(req, value.rstrip(_OWS))
+        elif lower == _EXPECT:
+            req.expect = value.rstrip(_OWS).lower()
+        elif lower == _CONNECTION:
+            req.connection_header = True
+        else:
+            return
+        self._special = True
+
+    def on_headers_complete(self) -> None:
+        req = self.request
+        parser = self._parser
+        self.in_headers = False
+        self._head_bytes = 0
+        req.method = parser.get_method()
+        if self._big or len(req.headers) > self._max_count:
+            rules.check_size(req, self._max_count, self._max_head)
+        headers = req.headers
+        if headers == self._fields_ok:
+            # The same fields as the last request: take that list itself, and the
+            # responder's compare with what its environ was made for is by identity.
+            req.headers = self._fields_ok
+        elif rules.check_fields(req, parser):
+            self._fields_ok = headers
+        # The usual target: origin-form without a fragment (47 is "/", 35 "#").
+        target = req.target
+        if target[0] != 47 or 35 in target:
+            rules.check_target(req)
+        # Without a Connection header llhttp keeps alive only versions with major and
+        # minor >= 1. So a request that is kept alive and has none of the watched
+        # headers is HTTP/1.1 (or 1.x, served as 1.1) without a body, known without
+        # asking for the version (which formats a string).
+        if self._special or not parser.should_keep_alive():
+            self._check_framing(req, parser)
+        else:
+            req.plain = True
+
+    def _check_framing(self, req: Request, parser: Any) -> None:
+        keep_alive = req.keep_alive = parser.should_keep_alive()
+        if not keep_alive or req.connection_header:
+            version = parser.get_http_version()
+            if version != "1.1" and version != "1.0":
+                version = rules.served_version(version)
+            req.version = version
+            if not keep_alive:
+                self._closing = req
+        if req.chunked and req.version == "1.0":
+            raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 request")  # RFC 9112 §6.1
+        if req.content_length > self.limits.max_body_bytes:
+            raise HttpError(413, "request body too large")
+        if req.expect and req.expect != b"100-continue":
+            raise HttpError(417, "unsupported expectation")
+        if req.content_length > 0 or req.chunked:
+            self._body_ahead(req, parser)  # (last: the head passed every check)
+
+    def _body_ahead(self, req: Request, parser: Any) -> None:
+        """A valid head with a body to come: ask for it, and pick who decodes it."""
+        # Never 100 to an HTTP/1.0 client (RFC 9110 §10.1.1): it sends its body anyway.
+        if req.expect and req.version != "1.0":
+            self._emit(CONTINUE)
+        if parser.should_upgrade():
+            self._held = req  # llhttp will skip the body: see _upgrade_refused
+        elif req.chunked:
+            raise _TakeBody  # llhttp stops here: see _take_over
+
+    def on_body(self, data: bytes) -> None:
+        req = self.request
+        size = req.body_size + len(data)
+        if size > self.limits.max_body_bytes:
+            raise HttpError(413, "request body too large")
+        req.body_size = size
+        if req.body:
+            req.add_body(data, self.limits.body_buffer_bytes)
+        else:
+            req.body = data  # the common case: the whole body in one piece, no copy
+
+    def on_message_complete(self) -> None:
+        req = self.request
+        self.request = None
+        if req is self._held:
+            return  # its body is still to come (_upgrade_refused)
+        events = self.events
+        if events is _NO_EVENTS:  # (_emit inlined: this runs for every request)
+            self.events = [req]
+        else:
+            events.append(req)
+
+    def _emit(self, event: Any) -> None:
+        if self.events is _NO_EVENTS:
+            self.events = [event]
+        else:
+            self.events.append(event)
+
+
+class HttpConnection(_Callbacks):
     __slots__ = ("limits", "_parser", "events", "request", "in_headers", "_failed",
                  "_head_bytes", "_big", "eof", "_max_head", "_max_line", "_max_count",
                  "_special", "_held", "_fields_ok", "_body", "_tail", "_closing",
-                 "_last_byte")
+                 "_last_byte", "_rest")
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
@@ -122,6 +265,7 @@ class HttpConnection:
         self._tail = b""  # the last bytes of a read that ended inside a head
         self._closing: Request | None = None  # a request after which nothing is read
         self._last_byte = 10  # of the last read llhttp took
+        self._rest: bytes | None = None  # (see _go_on)
         self._max_head = limits.max_header_bytes
         self._max_line = limits.max_request_line_bytes
         self._max_count = limits.max_header_count
@@ -131,16 +275,12 @@ class HttpConnection:
     # `in_headers` while that part is still the header section.
 
     def receive_data(self, data: bytes) -> None:
-        # Usually one pass: llhttp takes the whole read. A chunked body in the read
-        # makes it alternate: head by llhttp, body here, the next head by llhttp.
-        while data and not self._failed:
-            if self._body is None:
-                data = self._parse(data)
-            else:
-                data = self._decode_body(data)
-
-    def _parse(self, data: bytes) -> bytes:
-        """Feed llhttp; what follows a head whose body is decoded here is returned."""
+        if self._failed or not data:
+            return
+        if self._body is not None:  # (a body decoded here, or a method followed)
+            data = self._decode_body(data)
+            if not data or self._failed:
+                return
         parser = self._parser
         if parser is None:
             parser = self._parser = httptools.HttpRequestParser(self)
@@ -155,20 +295,27 @@ class HttpConnection:
         if start is not None:
             start = (start, self.in_headers, start.body_size)
         done = len(self.events)
+        rest = None  # what follows where llhttp stopped, when it stopped for us
         try:
             parser.feed_data(data)
         except httptools.HttpParserCallbackError as e:
             err = e.__context__
             if type(err) is _TakeBody:
-                return self._take_over(data, rules.body_start, start, done,
+                rest = self._take_over(data, rules.body_start, start, done,
                                        self._chunked_body())
-            self._fail(err if isinstance(err, HttpError) else HttpError(400, str(err)))
+            else:
+                self._fail(err if isinstance(err, HttpError) else HttpError(400, str(err)))
         except httptools.HttpParserUpgrade as e:
-            return self._upgrade_refused(data, e.args[0])
+            rest = self._upgrade_refused(data, e.args[0])
         except httptools.HttpParserInvalidMethodError:
-            return self._take_over(data, rules.method_start, start, done, rules.MethodRun())
+            rest = self._take_over(data, rules.method_start, start, done, rules.MethodRun())
         except httptools.HttpParserError as e:
             self._parse_error(str(e))
+        if rest is not None:
+            # (outside the except clauses: an exception raised while one is handled
+            # would get that one as its __context__, where httptools puts ours)
+            self._go_on(rest)
+            return
         if self.in_headers:
             # The read ended inside a header section. llhttp holds a partial header
             # line itself, unbounded: cap what we let it hold. (This counts the whole
@@ -178,7 +325,20 @@ class HttpConnection:
             if self._head_bytes > self._max_head:
                 self._fail(HttpError(431, "header section too large"))
         self._last_byte = data[-1]  # (see release)
-        return b""
+
+    def _go_on(self, rest: bytes) -> None:
+        """The bytes after where llhttp stopped, taken as a read of their own. A loop
+        rather than recursion: one read may hold many chunked requests."""
+        if self._rest is not None:  # (inside the loop below: it takes them next)
+            self._rest = rest
+            return
+        try:
+            while rest and not self._failed:
+                self._rest = b""
+                self.receive_data(rest)
+                rest = self._rest
+        finally:
+            self._rest = None
 
     def _parse_error(self, detail: str) -> None:
         if self._closing is not None and self.request is None:
@@ -276,119 +436,3 @@ class HttpConnection:
             self._parser = None
             self.events = _NO_EVENTS
             self._fields_ok = None
-
-    # -- httptools callbacks (they only record) -------------------------------------
-    # No on_message_begin: one Python call fewer per request. A request starts with
-    # its target's first bytes (llhttp reports nothing earlier).
-    def on_url(self, part: bytes) -> None:
-        if self.in_headers:  # the target goes on (split across reads)
-            req = self.request
-            target = req.target = req.target + part
-        else:
-            req = self.request = Request()
-            req.headers = []
-            self.in_headers = True
-            self._special = False
-            target = req.target = part
-        if len(target) > self._max_line:
-            raise HttpError(414, "request target too long")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self.in_headers:
-            # llhttp strips leading OWS only; trailing OWS is not part of the value
-            # either (RFC 9110 §5.5). (rstrip returns the same object when there is none.)
-            value = value.rstrip(_OWS)
-            self.request.headers.append((name, value))
-            if len(name) in _WATCHED_LENGTHS:
-                self._watch(name.lower(), value)
-
-    def _watch(self, lower: bytes, value: bytes) -> None:
-        req = self.request
-        if lower == _CONTENT_LENGTH:
-            req.content_length = int(value)  # llhttp has validated the digits
-        elif lower == _TRANSFER_ENCODING:
-            rules.check_coding(req, value)
-        elif lower == _EXPECT:
-            req.expect = value.lower()
-        elif lower == _CONNECTION:
-            req.connection_header = True
-        else:
-            return
-        self._special = True
-
-    def on_headers_complete(self) -> None:
-        req = self.request
-        parser = self._parser
-        self.in_headers = False
-        self._head_bytes = 0
-        req.method = parser.get_method()
-        if self._big or len(req.headers) > self._max_count:
-            rules.check_size(req, self._max_count, self._max_head)
-        # Without a Connection header llhttp keeps alive only versions with major and
-        # minor >= 1. So a request that is kept alive and has none of the watched
-        # headers is HTTP/1.1 (or 1.x, served as 1.1) without a body, known without
-        # asking for the version (which formats a string).
-        special = self._special or not parser.should_keep_alive()
-        if special:
-            self._check_framing(req, parser)
-        else:
-            req.plain = True
-        if req.headers != self._fields_ok and rules.check_fields(req):
-            self._fields_ok = req.headers
-        # The usual target: origin-form without a fragment (47 is "/", 35 "#").
-        target = req.target
-        if target[0] != 47 or 35 in target:
-            rules.check_target(req)
-        if special and (req.content_length > 0 or req.chunked):
-            self._body_ahead(req, parser)
-
-    def _check_framing(self, req: Request, parser: Any) -> None:
-        keep_alive = req.keep_alive = parser.should_keep_alive()
-        if not keep_alive or req.connection_header:
-            req.version = rules.served_version(parser.get_http_version())
-            if not keep_alive:
-                self._closing = req
-        if req.chunked and req.version == "1.0":
-            raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 request")  # RFC 9112 §6.1
-        if req.content_length > self.limits.max_body_bytes:
-            raise HttpError(413, "request body too large")
-        if req.expect and req.expect != b"100-continue":
-            raise HttpError(417, "unsupported expectation")
-
-    def _body_ahead(self, req: Request, parser: Any) -> None:
-        """A valid head with a body to come: ask for it, and pick who decodes it."""
-        # Never 100 to an HTTP/1.0 client (RFC 9110 §10.1.1): it sends its body anyway.
-        if req.expect and req.version != "1.0":
-            self._emit(CONTINUE)
-        if parser.should_upgrade():
-            self._held = req  # llhttp will skip the body: see _upgrade_refused
-        elif req.chunked:
-            raise _TakeBody  # llhttp stops here: see _take_over
-
-    def on_body(self, data: bytes) -> None:
-        req = self.request
-        size = req.body_size + len(data)
-        if size > self.limits.max_body_bytes:
-            raise HttpError(413, "request body too large")
-        req.body_size = size
-        if req.body:
-            req.add_body(data, self.limits.body_buffer_bytes)
-        else:
-            req.body = data  # the common case: the whole body in one piece, no copy
-
-    def on_message_complete(self) -> None:
-        req = self.request
-        self.request = None
-        if req is self._held:
-            return  # its body is still to come (_upgrade_refused)
-        events = self.events
-        if events is _NO_EVENTS:  # (_emit inlined: this runs for every request)
-            self.events = [req]
-        else:
-            events.append(req)
-
-    def _emit(self, event: Any) -> None:
-        if self.events is _NO_EVENTS:
-            self.events = [event]
-        else:
-            self.events.append(event)

@@ -210,10 +210,11 @@ class EnvironBuilder:
             key = names.get(name) or self.env_name(name)
             if key is SKIP:
                 continue
+            text = value.rstrip(b" \t").decode("latin-1")  # (trailing OWS: RFC 9110 §5.5)
             if key in env:
-                env[key] += ("; " if key == "HTTP_COOKIE" else ", ") + value.decode("latin-1")
+                env[key] += ("; " if key == "HTTP_COOKIE" else ", ") + text
             else:
-                env[key] = value.decode("latin-1")
+                env[key] = text
         if trusted:
             for key in self.forwarding:
                 if key in env:

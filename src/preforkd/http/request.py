@@ -22,7 +22,7 @@ class Request:
 
     method: bytes = b""
     target: bytes = b""
-    headers: list[tuple[bytes, bytes]]  # set by the parser: never shared
+    headers: list[tuple[bytes, bytes]]  # set by the parser; equal lists may be one (read only)
     version = "1.1"
     keep_alive = True
     body: Any = b""  # bytes, bytearray, or a spooled file past body_buffer_bytes

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Any
 
 from preforkd.http.request import HttpError, Request
 
@@ -52,7 +53,7 @@ def check_size(req: Request, max_count: int, max_bytes: int) -> None:
         raise HttpError(431, "header section too large")
 
 
-def check_fields(req: Request) -> bool:
+def check_fields(req: Request, parser: Any) -> bool:
     """Host: exactly one, valid, no userinfo (RFC 9112 §3.2, RFC 9110 §7.2), required
     from HTTP/1.1 on; no singleton field twice. True when the section had a Host
     (a later request with the same fields needs no second look)."""
@@ -61,10 +62,10 @@ def check_fields(req: Request) -> bool:
         if seen.count(name) > 1:
             raise HttpError(400, f"two {name.decode().title()} fields")
     if HOST in seen:
-        if not valid_authority(req.headers[seen.index(HOST)][1]):
+        if not valid_authority(req.headers[seen.index(HOST)][1].rstrip(OWS)):
             raise HttpError(400, "invalid Host field")
         return True
-    if req.version != "1.0":
+    if served_version(parser.get_http_version()) != "1.0":
         raise HttpError(400, "no Host field")
     return False
 

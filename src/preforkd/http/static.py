@@ -93,6 +93,7 @@ def request_fields(req: Request) -> dict[bytes, bytes]:
         lname = name.lower()
         if lname in FIELDS:
             old = fields.get(lname)
+            value = value.rstrip(b" \t")
             fields[lname] = value if old is None else old + b", " + value
     return fields
 
