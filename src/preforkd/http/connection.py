@@ -105,7 +105,6 @@ class _Callbacks:
     limits: Limits
     _parser: Any
     _special: bool
-    _held: Request | None
     _fields_ok: list | None
     _closing: Request | None
     _head_bytes: int
@@ -120,11 +119,15 @@ class _Callbacks:
         if self.in_headers:  # the target goes on (split across reads)
             req = self.request
             target = req.target = req.target + part
+            if 35 in part:
+                self._special = True
         else:
             req = self.request = Request()
             req.headers = []
             self.in_headers = True
-            self._special = False
+            # Not the usual target (origin-form without a fragment: 47 is "/", 35 "#"):
+            # looked at in _check_framing, with the other requests out of the common.
+            self._special = part[0] != 47 or 35 in part
             target = req.target = part
         if len(target) > self._max_line:
             raise HttpError(414, "request target too long")
@@ -158,19 +161,16 @@ class _Callbacks:
         self.in_headers = False
         self._head_bytes = 0
         req.method = parser.get_method()
-        if self._big or len(req.headers) > self._max_count:
-            rules.check_size(req, self._max_count, self._max_head)
         headers = req.headers
-        if headers == self._fields_ok:
+        if self._big or len(headers) > self._max_count:
+            rules.check_size(req, self._max_count, self._max_head)
+        ok = self._fields_ok
+        if headers == ok:
             # The same fields as the last request: take that list itself, and the
             # responder's compare with what its environ was made for is by identity.
-            req.headers = self._fields_ok
+            req.headers = ok
         elif rules.check_fields(req, parser):
             self._fields_ok = headers
-        # The usual target: origin-form without a fragment (47 is "/", 35 "#").
-        target = req.target
-        if target[0] != 47 or 35 in target:
-            rules.check_target(req)
         # Without a Connection header llhttp keeps alive only versions with major and
         # minor >= 1. So a request that is kept alive and has none of the watched
         # headers is HTTP/1.1 (or 1.x, served as 1.1) without a body, known without
@@ -181,6 +181,9 @@ class _Callbacks:
             req.plain = True
 
     def _check_framing(self, req: Request, parser: Any) -> None:
+        target = req.target
+        if target[0] != 47 or 35 in target:
+            rules.check_target(req)
         keep_alive = req.keep_alive = parser.should_keep_alive()
         if not keep_alive or req.connection_header:
             version = parser.get_http_version()
@@ -204,8 +207,11 @@ class _Callbacks:
         if req.expect and req.version != "1.0":
             self._emit(CONTINUE)
         if parser.should_upgrade():
-            self._held = req  # llhttp will skip the body: see _upgrade_refused
-        elif req.chunked:
+            # Not switched: answered, then closed. llhttp would skip the body; it is
+            # framed as usual (RFC 9112 §6.3) and decoded here.
+            req.keep_alive = False
+            raise _TakeBody
+        if req.chunked:
             raise _TakeBody  # llhttp stops here: see _take_over
 
     def on_body(self, data: bytes) -> None:
@@ -222,8 +228,6 @@ class _Callbacks:
     def on_message_complete(self) -> None:
         req = self.request
         self.request = None
-        if req is self._held:
-            return  # its body is still to come (_upgrade_refused)
         events = self.events
         if events is _NO_EVENTS:  # (_emit inlined: this runs for every request)
             self.events = [req]
@@ -240,7 +244,7 @@ class _Callbacks:
 class HttpConnection(_Callbacks):
     __slots__ = ("limits", "_parser", "events", "request", "in_headers", "_failed",
                  "_head_bytes", "_big", "eof", "_max_head", "_max_line", "_max_count",
-                 "_special", "_held", "_fields_ok", "_body", "_tail", "_closing",
+                 "_special", "_fields_ok", "_body", "_tail", "_closing",
                  "_last_byte", "_rest")
 
     def __init__(self, limits: Limits) -> None:
@@ -256,7 +260,6 @@ class HttpConnection(_Callbacks):
         self._head_bytes = 0
         self._big = False
         self._special = False  # the request in its headers has a watched header
-        self._held: Request | None = None  # asked to upgrade; llhttp skips its body
         # The last header section that passed the field checks (a client repeats its
         # fields: an equal list, one C-level compare, needs no second look).
         self._fields_ok: list | None = None
@@ -302,11 +305,12 @@ class HttpConnection(_Callbacks):
             err = e.__context__
             if type(err) is _TakeBody:
                 rest = self._take_over(data, rules.body_start, start, done,
-                                       self._chunked_body())
+                                       self._body_decoder())
             else:
                 self._fail(err if isinstance(err, HttpError) else HttpError(400, str(err)))
-        except httptools.HttpParserUpgrade as e:
-            rest = self._upgrade_refused(data, e.args[0])
+        except httptools.HttpParserUpgrade:
+            self._upgrade_refused()
+            return
         except httptools.HttpParserInvalidMethodError:
             rest = self._take_over(data, rules.method_start, start, done, rules.MethodRun())
         except httptools.HttpParserError as e:
@@ -362,27 +366,22 @@ class HttpConnection(_Callbacks):
         self._body = decoder
         return data[pos:]
 
-    def _chunked_body(self) -> ChunkedBody:
-        limits = self.limits
-        return ChunkedBody(self.on_body, limits.max_body_bytes, limits.max_header_bytes)
+    def _body_decoder(self) -> ChunkedBody | LengthBody:
+        req, limits = self.request, self.limits
+        if req.chunked:
+            return ChunkedBody(self.on_body, limits.max_body_bytes, limits.max_header_bytes)
+        return LengthBody(self.on_body, req.content_length)
 
-    def _upgrade_refused(self, data: bytes, pos: int) -> bytes:
-        """llhttp stopped after a request that asked to switch protocols. preforkd does
-        not switch: it answers, then closes. A body, which llhttp skipped, is framed
-        as usual (RFC 9112 §6.3) and decoded here."""
-        req = self._held
-        if req is None:
-            last = self.events[-1] if self.events else None
-            if isinstance(last, Request):
-                if last.method == b"CONNECT":
-                    self.events[-1] = rules.connect_refused()
-                last.keep_alive = False
-            self._failed = True
-            return b""
-        self._held, self.request, req.keep_alive, self._parser = None, req, False, None
-        self._body = (self._chunked_body() if req.chunked
-                      else LengthBody(self.on_body, req.content_length))
-        return data[pos:]
+    def _upgrade_refused(self) -> None:
+        """llhttp stopped after a request without a body that asked to switch protocols
+        (one with a body stops at its head: see _body_ahead). preforkd does not
+        switch: it answers, then closes."""
+        last = self.events[-1] if self.events else None
+        if isinstance(last, Request):
+            if last.method == b"CONNECT":
+                self.events[-1] = rules.connect_refused()
+            last.keep_alive = False
+        self._failed = True
 
     def _decode_body(self, data: bytes) -> bytes:
         try:

@@ -313,7 +313,7 @@ class ThreadedExchange(WsgiExchange):
             driver.send_whole(BUSY, b"busy: try again\n")
             return
         line = wsgi.targets.get(req.target) or wsgi.environ.target(req.target)
-        if req.headers != self.env_headers:
+        if req.headers is not self.env_headers:
             self.env_headers = req.headers
             self.env_template = self.connection_environ(req.headers)
         task = self.task = Task(self, wsgi.fill(self.env_template.copy(), line, req), req)

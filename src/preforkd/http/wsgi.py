@@ -107,7 +107,7 @@ class WsgiExchange:
         driver = self.driver
         line = wsgi.targets.get(req.target) or wsgi.environ.target(req.target)
         self.status = None
-        if req.headers == self.env_headers:
+        if req.headers is self.env_headers:  # (equal lists arrive as one: connection.py)
             env = wsgi.fill(self.env_template.copy(), line, req)
         elif driver.served > 2:
             # Cached only once a connection proves busy: a freed template leaves
