@@ -62,7 +62,7 @@ from preforkd.process import (
 )
 from preforkd.scoreboard import Scoreboard
 from preforkd.signals import SignalPipe
-from preforkd.supervise import Goal, State, StopMode, Verdict, WorkerSlot, judge_boot_failure, plan
+from preforkd.supervise import Goal, State, StopMode, Verdict, WorkerSlot, judge_boot_failure
 from preforkd.upgrade import Upgrade, child_argv
 
 log = logs.log
@@ -176,8 +176,7 @@ class Master:
             self.pool.reap()
             if self.stopping and not self.workers:
                 return
-            p = plan(self.workers.values(), self._goal(), self.pool.beats(), time.monotonic(),
-                     self.pool.usage())
+            p = self.pool.plan(self._goal(), time.monotonic())
             self.pool.carry_out(p.decisions, self.config, self._listeners_for)
             if p.all_ready:
                 self._all_ready()
