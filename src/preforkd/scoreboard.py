@@ -221,11 +221,13 @@ class SlotWriter:
         _STATES.pack_into(self.mem, self.base + OFF_STATES, *states)
         _I.pack_into(self.mem, self.base + OFF_CONNECTIONS, connections)
         _Q.pack_into(self.mem, self.base + OFF_REQUESTS, self.requests)
-        _Q.pack_into(self.mem, self.base + OFF_ACCEPTED, self.accepted)
         self.publish_meters()
         _D.pack_into(self.mem, self.base + OFF_HEARTBEAT, now)
 
     def publish_meters(self) -> None:
+        """The counters (accepted connections and the meters), between two beats too: the
+        worker answering the metrics page publishes its own first."""
+        _Q.pack_into(self.mem, self.base + OFF_ACCEPTED, self.accepted)
         _METERS.pack_into(self.mem, self.base + OFF_METERS, self.draining, self.bytes_in,
                           self.bytes_out, *self.classes[1:STATUS_CLASSES + 1],
                           self.duration_sum, *self.buckets)
