@@ -138,3 +138,20 @@ def test_metrics_path_off_by_default(server):
     srv.wait_ready(1)
     raw = roundtrip(srv, SCRAPE)
     assert status_of(raw) == 200 and raw.endswith(b"Hello, World!")  # (the app's)
+
+
+def test_a_recycled_worker_is_counted_and_its_successor_keeps_the_series(server):
+    srv = server("-w", "1", "--app", "wsgiapps:app", "--metrics-path", "/metrics",
+                 "--max-requests", "3", "--recycle-jitter", "0")
+    old = srv.wait_ready(1)
+    for _ in range(3):
+        assert status_of(roundtrip(srv, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"[:-2]
+                                   + b"Connection: close\r\n\r\n")) == 200
+    srv.wait_event("recycle", pid=old[0])
+    wait_until(lambda: old[0] not in srv.workers(), what="the recycled worker gone")
+    _, fams = scrape(srv)
+    respawns = "preforkd_worker_respawns"
+    assert total(fams, respawns, respawns + "_total", reason="recycle") == 1
+    assert total(fams, respawns, respawns + "_total", reason="crash") == 0
+    assert {(s.labels["worker"], s.labels["generation"])
+            for s in fams["preforkd_connections"].samples} == {("0", "1")}
