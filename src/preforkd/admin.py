@@ -1,5 +1,5 @@
 """admin_bind: health, status and metrics on a listener of their own, answered by
-the master.
+the master (at health_path, status_path or /status, metrics_path or /metrics).
 
 Why the master: it is the one process no application code ever runs in, so it
 answers while every worker is saturated, stuck in a slow app call, or being
@@ -22,7 +22,9 @@ from collections.abc import Callable
 from typing import Any
 
 from preforkd import logs
+from preforkd.exposition import OPENMETRICS_TYPE, TEXT_TYPE, listen_queues, render
 from preforkd.http.connection import NEED_DATA, HttpConnection, HttpError, Limits, Request
+from preforkd.http.metrics import wants_openmetrics
 from preforkd.http.response import REASONS
 from preforkd.http.router import OwnPaths
 from preforkd.listeners import Listener, open_listeners
@@ -59,8 +61,16 @@ class AdminServer:
                                                for w in master.workers.values())
 
         own = OwnPaths(master.scoreboard, lambda: False)
+
+        def metrics(req: Request) -> Answer:
+            openmetrics = wants_openmetrics(req.headers)
+            body = render(master.scoreboard.meters(), master.scoreboard.master(),
+                          listen_queues(master.listeners), openmetrics)
+            return 200, OPENMETRICS_TYPE if openmetrics else TEXT_TYPE, body
+
         self.pages = pages(config.health_path, healthy, config.status_path,
-                           own.status_document)
+                           own.status_document,
+                           {config.metrics_path or "/metrics": metrics})
         self.selector = master.selector
         self.sock.setblocking(False)
         self.selector.register(self.sock.fileno(), selectors.EVENT_READ, self._accept)

@@ -397,6 +397,9 @@ FIELDS: tuple[Field, ...] = (
     Field("health_path", _path, "/healthz",
           'answered by the worker: 200 "ok", 503 while draining; "" turns it off'),
     Field("status_path", _path, "", "per-worker JSON status; off unless set"),
+    Field("metrics_path", _path, "",
+          "Prometheus metrics of every worker (text 0.0.4, or OpenMetrics when the "
+          "scraper asks); off unless set"),
     Field("access_log", _str, "", 'access log file, "-" for stdout; "" (default) is off'),
     Field("access_log_format", _choice("combined", "json"), "combined", "access log format"),
     Field("signals", _choice("default", "nginx"), "default",
@@ -456,6 +459,7 @@ class Config:
     forwarded_host: bool
     health_path: str
     status_path: str
+    metrics_path: str
     access_log: str
     access_log_format: str
     signals: str

@@ -63,7 +63,7 @@ from preforkd.process import (
 )
 from preforkd.scoreboard import Scoreboard
 from preforkd.signals import SignalPipe
-from preforkd.supervise import Goal, State, StopMode, Verdict, WorkerSlot, judge_boot_failure, plan
+from preforkd.supervise import Goal, State, StopMode, Verdict, WorkerSlot, judge_boot_failure
 from preforkd.upgrade import Upgrade, other_child_exited
 
 log = logs.log
@@ -182,8 +182,7 @@ class Master:
             self.pool.reap()
             if self.stopping and not self.workers:
                 return
-            p = plan(self.workers.values(), _goal(self), self.pool.beats(), time.monotonic(),
-                     self.pool.usage())
+            p = self.pool.plan(_goal(self), time.monotonic())
             self.pool.carry_out(p.decisions, self.config, self._listeners_for)
             if p.all_ready:
                 self._all_ready()

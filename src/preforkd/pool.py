@@ -6,6 +6,11 @@ and the decisions of supervise.plan (tell to stop, name-request signal,
 SIGABRT, SIGKILL). What to do is never decided here; what a worker's READY
 or exit means for the master (backoff, rollback, start-up) is the master's,
 told through `on_ready` and `on_exit`.
+
+The master's counters for the metrics page are kept here, in the scoreboard's
+master area: boot failures, and respawns by reason (a worker that died unasked:
+crash; killed for its heartbeat: timeout; retired at a limit: recycle; replaced
+by a new generation: reload).
 """
 
 from __future__ import annotations
@@ -28,14 +33,17 @@ from preforkd.signals import NAME_BUSY_SIGNAL, block, restore
 from preforkd.supervise import (
     Abort,
     Decision,
+    Goal,
     Kill,
     NameRequest,
+    Plan,
     Retire,
     Spawn,
     State,
     Stop,
     StopMode,
     WorkerSlot,
+    plan,
 )
 from preforkd.worker import worker_main
 
@@ -61,12 +69,20 @@ class Pool:
     def beats(self) -> dict[int, float]:
         return {w.pid: self.scoreboard.heartbeat(w.slot) for w in self.workers.values()}
 
+    def plan(self, goal: Goal, now: float) -> Plan:
+        """supervise.plan for this table. The goal's generation is published first (the
+        scoreboard's master area: the generation the metrics page reports)."""
+        self.scoreboard.set_generation(goal.generation)
+        return plan(self.workers.values(), goal, self.beats(), now, self.usage())
+
     def carry_out(self, decisions: Iterable[Decision], config: Config,
                   listeners_for: Callable[[int], list[Listener]]) -> None:
         """Do what supervise.plan decided (`config` and `listeners_for(index)`: for new
         workers)."""
         for d in decisions:
             if isinstance(d, Spawn):
+                if self._replaces_older_generation(d):
+                    self.scoreboard.count_respawn("reload")
                 self.spawn(d.index, d.generation, config, listeners_for(d.index))
                 continue
             w = self.workers[d.pid]
@@ -77,6 +93,7 @@ class Pool:
                 # on the interrupted stack, so requests pay nothing for this), then
                 # SIGABRT: faulthandler dumps the stack to the log.
                 self.event("timeout", w)
+                self.scoreboard.count_respawn("timeout")
                 w.aborted, w.abort_at, w.state = True, d.abort_at, State.DRAINING
                 self._signal(w, NAME_BUSY_SIGNAL)
             elif isinstance(d, Abort):
@@ -89,6 +106,13 @@ class Pool:
                 log.info("worker=%d pid=%d gen=%d event=recycle reason=%s", w.index, w.pid,
                          w.generation, d.reason)
                 self.event("recycle", w, reason=d.reason.split()[0])
+                self.scoreboard.count_respawn("recycle")
+
+    def _replaces_older_generation(self, d: Spawn) -> bool:
+        """A spawn for a reload: its index is still served by another generation's worker
+        (not one on its way out: a timeout's or a crash's respawn is counted as such)."""
+        return any(w.index == d.index and w.generation != d.generation
+                   and w.state is not State.DRAINING for w in self.workers.values())
 
     def tell_all(self, order: ToWorker) -> None:
         for w in self.workers.values():
@@ -179,6 +203,10 @@ class Pool:
         if w.channel is not None:
             w.channel.close()
         self.scoreboard.release(w.slot)
+        if w.state is State.BOOTING:
+            self.scoreboard.count_boot_failure()
+        elif w.state is State.READY:  # never told to stop (a draining worker was)
+            self.scoreboard.count_respawn("crash")
         how = describe_status(status)
         level = log.info if w.state is State.DRAINING else log.error
         level("worker=%d pid=%d gen=%d event=exited status=%s", w.index, w.pid,

@@ -463,3 +463,57 @@ class _Linger:
             t._connection_lost(None)
         else:
             t._loop.call_later(due - now, self.check)
+
+
+class MeteredTransport(Transport):
+    """A Transport that counts the bytes it reads, and those it is given to send, into
+    its class's `meter` (bytes_in, bytes_out; see metered_transport). A worker serves
+    its connections with one only while metrics are on, so otherwise reads and writes
+    pay nothing for it. Bytes given to send are counted when given (what an abort then
+    drops included)."""
+
+    __slots__ = ()
+    meter: Any = None
+
+    def _read_ready(self) -> None:
+        # Transport._read_ready with the count: a call fewer per read than wrapping it.
+        if self._closing:
+            return
+        try:
+            data = os.read(self._fd, READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._force_close(exc)
+            return
+        if data:
+            self.meter.bytes_in += len(data)
+            self.protocol.data_received(data)
+            return
+        self._loop.remove_reader(self._fd)
+        self._reading = False
+        if not self.protocol.eof_received():
+            self.close()
+
+    __call__ = _read_ready
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._closing:
+            self.meter.bytes_out += len(data)
+        Transport.write(self, data)
+
+    def write_later(self, data: bytes) -> None:
+        if not self._closing:
+            self.meter.bytes_out += len(data)
+        Transport.write_later(self, data)
+
+    def sendfile(self, fd: int, offset: int, count: int,
+                 on_done: Callable[[], Any] | None = None) -> None:
+        if not self._closing and count > 0:
+            self.meter.bytes_out += count
+        Transport.sendfile(self, fd, offset, count, on_done)
+
+
+def metered_transport(meter: Any) -> type[Transport]:
+    """A MeteredTransport class counting into `meter` (one per worker, made at start)."""
+    return type("MeteredTransport", (MeteredTransport,), {"__slots__": (), "meter": meter})

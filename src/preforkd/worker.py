@@ -45,7 +45,7 @@ from preforkd.protocols.proxy import ProxyProtocol
 from preforkd.protocols.registry import protocol_factory
 from preforkd.scoreboard import Scoreboard
 from preforkd.signals import NAME_BUSY_SIGNAL, WORKER_SIGNALS, SignalPipe
-from preforkd.transport import Transport
+from preforkd.transport import Transport, metered_transport
 
 log = logs.log
 
@@ -70,7 +70,9 @@ class WorkerProcess:
         self.connections: set[Transport] = set()
         self.factory: Callable[[], Any] | None = None
         # What the protocols get from us, and what they registered with it.
-        self.host = Host(self.loop, scoreboard, self.slot, index, generation, self.connections)
+        self.host = Host(self.loop, scoreboard, self.slot, index, generation, self.connections,
+                         listeners)
+        self.transport_type: type[Transport] = Transport  # (a counting one: metrics on)
         self.accepting = False
         self.nodelay = True
         # accept = "exclusive": EPOLLEXCLUSIVE on the shared sockets; "reuseport": the
@@ -102,6 +104,8 @@ class WorkerProcess:
             # TCP_NODELAY at accept, unless the protocol sets it itself when it matters
             # (HTTP: only on kept-alive connections, saving a syscall on one-shot ones).
             self.nodelay = self.host.nodelay_at_accept
+            if self.host.byte_meter is not None:
+                self.transport_type = metered_transport(self.host.byte_meter)
         except LoadError as e:
             log.error("worker=%d event=boot-failed error=%s\n%s", self.index, e, e.detail)
             report_error(self.channel, str(e))
@@ -204,7 +208,8 @@ class WorkerProcess:
             log.exception("worker=%d event=protocol-error", self.index)
             os.close(fd)
             return
-        transport = Transport(self.loop, fd, protocol, self._closed_callback, addr, listener)
+        transport = self.transport_type(self.loop, fd, protocol, self._closed_callback, addr,
+                                        listener)
         if self.nodelay and listener.family != socket.AF_UNIX:
             try:
                 transport.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -300,6 +305,7 @@ class WorkerProcess:
         if self.stopping:
             return
         self.stopping = True
+        self.slot.draining = True  # (published at the next heartbeat)
         log.debug("worker=%d event=draining connections=%d", self.index, len(self.connections))
         for hook in self.host.drain_hooks:
             hook()

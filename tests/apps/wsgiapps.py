@@ -19,6 +19,10 @@ def _app(environ, start_response):
         return (f"line {i}\n".encode() for i in range(100))
     if path == "/error":
         raise RuntimeError("the test app fails on purpose")
+    if path == "/missing":
+        start_response("404 Not Found", [("Content-Type", "text/plain"),
+                                         ("Content-Length", "10")])
+        return [b"not found\n"]
     if path == "/where":
         body = " ".join(environ[k] for k in ("REMOTE_ADDR", "SERVER_NAME", "SERVER_PORT",
                                              "SERVER_PROTOCOL")).encode()

@@ -34,6 +34,8 @@ def test_the_master_answers_while_every_worker_is_stuck(server, tmp_path):
     assert status == 200 and len(json.loads(body)["workers"]) == 2
     assert ask(admin, "/elsewhere")[0] == 404 and ask(admin, "/healthz", "POST")[0] == 405
     assert ask(admin, "/healthz", "HEAD") == (200, b"")
+    status, body = ask(admin, "/metrics")  # (metrics_path unset: /metrics there)
+    assert status == 200 and b"preforkd_generation 1" in body
     # Both workers busy in a 2 s app call: the public listener answers nothing meanwhile.
     stuck = []
     for _ in range(2):

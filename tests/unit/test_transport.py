@@ -9,7 +9,7 @@ import pytest
 
 from preforkd.loop import Loop
 from preforkd.protocols.base import Protocol
-from preforkd.transport import HIGH_WATER, Transport
+from preforkd.transport import HIGH_WATER, Transport, metered_transport
 
 
 class Recorder(Protocol):
@@ -36,7 +36,11 @@ class Recorder(Protocol):
         super().resume_writing()
 
 
-KIND = {"bare": False}
+KIND: dict = {"bare": False, "class": Transport}
+
+
+class Meter:
+    bytes_in = bytes_out = 0
 
 
 @pytest.fixture(autouse=True, params=["socket", "bare-fd"])
@@ -47,13 +51,22 @@ def _transport_kind(request):
     KIND["bare"] = False
 
 
+@pytest.fixture(autouse=True, params=["plain", "metered"])
+def _transport_class(request):
+    """... and with the transport that counts bytes (metrics on), which must behave the
+    same."""
+    KIND["class"] = metered_transport(Meter()) if request.param == "metered" else Transport
+    yield
+    KIND["class"] = Transport
+
+
 def make():
     loop = Loop()
     a, b = socket.socketpair()
     a.setblocking(False)
     closed = []
     proto = Recorder()
-    t = Transport(loop, a.detach() if KIND["bare"] else a, proto, closed.append)
+    t = KIND["class"](loop, a.detach() if KIND["bare"] else a, proto, closed.append)
     t.start()
     return loop, t, proto, b, closed
 
@@ -232,7 +245,7 @@ def tcp_pair(loop):
     lsock.close()
     conn.setblocking(False)
     proto, closed = Recorder(), []
-    t = Transport(loop, conn.detach() if KIND["bare"] else conn, proto, closed.append)
+    t = KIND["class"](loop, conn.detach() if KIND["bare"] else conn, proto, closed.append)
     t.start()
     return t, proto, peer, closed
 
@@ -278,3 +291,23 @@ def test_lingering_close_is_bounded(monkeypatch):
     assert closed2 == [t2]
     quiet.close()
     flood.close()
+
+
+def test_the_metered_transport_counts_bytes_read_and_given_to_send(tmp_path):
+    meter = Meter()
+    KIND["class"] = metered_transport(meter)
+    loop, t, proto, peer, closed = make()
+    peer.sendall(b"hello")
+    run_until(loop, lambda: proto.data == b"hello")
+    t.write(b"abc")
+    t.write_later(b"defg")
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 10)
+    fd = os.open(path, os.O_RDONLY)
+    t.sendfile(fd, 2, 5)
+    t.close()
+    t.write(b"after close: not sent, not counted")
+    run_until(loop, lambda: closed)
+    os.close(fd)
+    assert (meter.bytes_in, meter.bytes_out) == (5, 3 + 4 + 5)
+    assert peer.recv(100) == b"abcdefgxxxxx"

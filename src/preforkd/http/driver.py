@@ -45,7 +45,6 @@ from preforkd.http.response import (
     ResponseError,
     build_head,
     cl_line,
-    error_response,
 )
 from preforkd.protocols.base import Protocol, Transport, set_nodelay
 
@@ -156,7 +155,7 @@ class HttpProtocol(Protocol):
                 self.deadline = 0.0
                 self.request = event
                 server.slot.requests += 1
-                if server.access_enabled:
+                if server.observing:  # (the access log's or the metrics' hook is on)
                     self.started = time.monotonic()
                 target = event.target
                 route = routes.get(target)
@@ -233,8 +232,8 @@ class HttpProtocol(Protocol):
         self.request = None
         if req.method == b"HEAD":
             body = b""
-        if server.access_enabled:
-            server.log_access(self, req, parts.code, n)
+        if server.observing:
+            server.observe(self, req, parts.code, n)
         # (the server's memo of whole heads, looked up here: a call fewer per request)
         if parts.close or server.draining or not req.keep_alive:
             head = server.memo.get(~n) if parts is server.memo_parts else None
@@ -326,9 +325,9 @@ class HttpProtocol(Protocol):
         resp, req = self.framing, self.request
         self.stream = None
         self._done()
-        if self.server.access_enabled and req is not None:
-            self.server.log_access(self, req, resp.parts.code if resp is not None else 0,
-                                   resp.sent if resp is not None else 0)
+        if self.server.observing and req is not None:
+            self.server.observe(self, req, resp.parts.code if resp is not None else 0,
+                                resp.sent if resp is not None else 0)
         self.framing = self.request = None
         if self.phase != CLOSED:
             if resp is None or resp.close:
@@ -340,9 +339,7 @@ class HttpProtocol(Protocol):
     def send_error(self, status: int, detail: str) -> None:
         if self.phase == CLOSED:
             return
-        head_only = self.request is not None and self.request.method == b"HEAD"
-        self.transport.write_later(error_response(status, detail, self.server.extra_head,
-                                                  head_only))
+        self.transport.write_later(self.server.error_response(self, status, detail))
         self.transport.close_lingering()  # the client may still be sending: no RST
         self.phase = CLOSED
         if status < 500:

@@ -1,5 +1,5 @@
-"""The server's own paths, answered before the app: health and status (later
-metrics and static mounts).
+"""The server's own paths, answered before the app: health and status here, metrics
+(http/metrics.py; later static mounts).
 
 The driver looks a request target up in `routes` (a dict: one lookup per
 request, no parsing); only a target with a query string takes a second look,

@@ -19,7 +19,8 @@ from preforkd.http.connection import Limits
 from preforkd.http.driver import IDLE, RESPONDING, HttpProtocol
 from preforkd.http.environ import EnvironBuilder
 from preforkd.http.forwarded import Trust
-from preforkd.http.response import HeadParts, build_head, cl_line
+from preforkd.http.metrics import MetricsPage, RequestMeter, both
+from preforkd.http.response import HeadParts, build_head, cl_line, error_response
 from preforkd.http.router import OwnPaths, Router
 from preforkd.http.static import with_mounts
 from preforkd.http.threaded import ThreadedResponder
@@ -49,13 +50,16 @@ class HttpServer:
         self.router = Router()
         OwnPaths(host.scoreboard, lambda: self.stopping).install(
             self.router, config.health_path, config.status_path)
+        if config.metrics_path:
+            self.router.add(config.metrics_path,
+                            MetricsPage(host.scoreboard, host.slot, host.listeners))
         self.routes = self.router.routes
         app = responder or wsgi_responder(config, host)
         self.pool = getattr(app, "pool", None)  # (threads: for request_timeout)
         # [[static]] mounts wrap the app's responder (none: nothing in between)
         self.responder = with_mounts(app, config)
         self.access = logs.AccessLog(config.access_log, config.access_log_format, host.index)
-        self.access_enabled = self.access.enabled
+        self._observe_responses(config)
         self.extra_head = b""  # the date and server lines, renewed each second
         self._date = 0
         self.memo_parts: HeadParts | None = None
@@ -86,6 +90,27 @@ class HttpServer:
             memo.clear()
         memo[key] = head
         return head
+
+    def _observe_responses(self, config: Config) -> None:
+        """The driver's per-response hook, chosen once: `observing` (is there one; the
+        driver then also notes when each request was whole) and `observe(driver, req,
+        code, sent)`: the access log's, the metrics', or both. With neither, requests
+        pay nothing."""
+        self.meter = RequestMeter(self.slot) if config.metrics_path else None
+        self.observing = self.access.enabled or self.meter is not None
+        self.observe: Callable[[HttpProtocol, Any, int, int], None] = self.log_access
+        if self.meter is not None:
+            self.observe = (both(self.log_access, self.meter.response) if self.access.enabled
+                            else self.meter.response)
+            self.host.meter_bytes(self.slot)  # connections count their bytes in our slot
+
+    def error_response(self, driver: HttpProtocol, status: int, detail: str) -> bytes:
+        """An error response for `driver`'s connection (counted, when metrics are on)."""
+        if self.meter is not None:
+            self.meter.error(driver, status)
+        req = driver.request
+        return error_response(status, detail, self.extra_head,
+                              req is not None and req.method == b"HEAD")
 
     def log_access(self, driver: HttpProtocol, req: Any, code: int, sent: int) -> None:
         peer = driver.transport.get_extra_info("peername")

@@ -16,7 +16,7 @@ states, the request a stuck loop is busy with).
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 from typing import Protocol as _Interface
 
@@ -112,13 +112,14 @@ class Host:
     back what was registered; protocols never touch the worker itself."""
 
     def __init__(self, loop: Any, scoreboard: Any, slot: Any, index: int, generation: int,
-                 connections: Collection[Any]) -> None:
+                 connections: Collection[Any], listeners: Sequence[Any] = ()) -> None:
         self.loop = loop
         self.scoreboard = scoreboard
         self.slot = slot  # this worker's scoreboard slot (SlotWriter)
         self.index = index
         self.generation = generation
         self.connections = connections  # the worker's live transports (read only)
+        self.listeners = listeners  # the worker's listeners (read only)
         self.nodelay_at_accept = True
         self.drain_hooks: list[Callable[[], Any]] = []
         self.stop_hooks: list[Callable[[], Any]] = []
@@ -126,6 +127,7 @@ class Host:
         self.exit_hooks: list[Callable[[], Any]] = []
         self.count_states: Callable[[], StateCounts] | None = None
         self.find_busy: Callable[[Any], tuple[bytes, bytes] | None] | None = None
+        self.byte_meter: Any = None
 
     def on_drain(self, hook: Callable[[], Any]) -> None:
         """Run when a graceful stop begins (before listeners close)."""
@@ -152,6 +154,11 @@ class Host:
         """find(frame) -> (method, target) of the request the code in `frame` serves:
         asked when the loop went silent, to name what it is stuck in."""
         self.find_busy = find
+
+    def meter_bytes(self, meter: Any) -> None:
+        """Count every connection's bytes into `meter.bytes_in` and `meter.bytes_out`
+        (connections are then served by a transport that counts: only when asked)."""
+        self.byte_meter = meter
 
     def set_nodelay_itself(self) -> None:
         """The protocol sets TCP_NODELAY when it matters: the worker skips it at accept."""
