@@ -133,13 +133,13 @@ class _Callbacks:
             raise HttpError(414, "request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.in_headers:
-            # llhttp strips leading OWS only. Trailing OWS is not part of the value
-            # either (RFC 9110 §5.5): removed where a value is used (framing fields,
-            # Host, the environ's layer of header fields, made once per connection).
-            self.request.headers.append((name, value))
-            if len(name) in _WATCHED_LENGTHS:
-                self._watch(name.lower(), value)
+        # Only ever a head's field: llhttp never parses a body's trailers here (chunked
+        # bodies are decoded by request_body.py). llhttp strips leading OWS only;
+        # trailing OWS is not part of the value either (RFC 9110 §5.5): removed where
+        # a value is used (framing fields, Host, the environ's per-connection layer).
+        self.request.headers.append((name, value))
+        if len(name) in _WATCHED_LENGTHS:
+            self._watch(name.lower(), value)
 
     def _watch(self, lower: bytes, value: bytes) -> None:
         req = self.request
