@@ -89,6 +89,24 @@ _WATCHED_LENGTHS = frozenset(len(n) for n in (_CONTENT_LENGTH, _TRANSFER_ENCODIN
                                                 _CONNECTION))
 _OWS = rules.OWS
 
+# Request targets lately seen in origin-form without a fragment, the usual form (a
+# cache per process: clients repeat their targets). Bounded in count and length.
+_USUAL_TARGETS: set[bytes] = set()
+_USUAL_MAX = 1024
+_USUAL_MAX_LEN = 256
+
+
+def _unusual(target: bytes) -> bool:
+    """Whether `target` (or its first part) is not in the usual form; a usual one is
+    remembered. (47 is "/", 35 "#".)"""
+    if target[0] != 47 or 35 in target:
+        return True
+    if len(target) <= _USUAL_MAX_LEN:
+        if len(_USUAL_TARGETS) >= _USUAL_MAX:
+            _USUAL_TARGETS.clear()
+        _USUAL_TARGETS.add(target)
+    return False
+
 
 class _TakeBody(Exception):
     """Raised in on_headers_complete to stop llhttp: this body is decoded here."""
@@ -125,9 +143,10 @@ class _Callbacks:
             req = self.request = Request()
             req.headers = []
             self.in_headers = True
-            # Not the usual target (origin-form without a fragment: 47 is "/", 35 "#"):
-            # looked at in _check_framing, with the other requests out of the common.
-            self._special = part[0] != 47 or 35 in part
+            # Not the usual target (origin-form without a fragment): looked at in
+            # _check_framing, with the other requests out of the common. Known ones
+            # cost a set lookup (whose hash the router's and the environ's reuse).
+            self._special = part not in _USUAL_TARGETS and _unusual(part)
             target = req.target = part
         if len(target) > self._max_line:
             raise HttpError(414, "request target too long")
@@ -297,38 +316,43 @@ class HttpConnection(_Callbacks):
         start = self.request  # (not None: a request began in an earlier read)
         if start is not None:
             start = (start, self.in_headers, start.body_size)
-        done = len(self.events)
-        rest = None  # what follows where llhttp stopped, when it stopped for us
+        done = len(self.events) if self.events else 0  # (usually empty: no call)
         try:
             parser.feed_data(data)
-        except httptools.HttpParserCallbackError as e:
-            err = e.__context__
-            if type(err) is _TakeBody:
-                rest = self._take_over(data, rules.body_start, start, done,
-                                       self._body_decoder())
-            else:
-                self._fail(err if isinstance(err, HttpError) else HttpError(400, str(err)))
-        except httptools.HttpParserUpgrade:
-            self._upgrade_refused()
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as e:
+            rest = self._stopped(e, data, start, done)
+        else:
+            if self.in_headers:
+                # The read ended inside a header section. llhttp holds a partial header
+                # line itself, unbounded: cap what we let it hold. (This counts the
+                # whole read, an upper bound of the section's part in it.)
+                self._tail = (self._tail + data)[-3:] if self._head_bytes else data[-3:]
+                self._head_bytes += len(data)
+                if self._head_bytes > self._max_head:
+                    self._fail(HttpError(431, "header section too large"))
+            self._last_byte = data[-1]  # (see release)
             return
-        except httptools.HttpParserInvalidMethodError:
-            rest = self._take_over(data, rules.method_start, start, done, rules.MethodRun())
-        except httptools.HttpParserError as e:
-            self._parse_error(str(e))
-        if rest is not None:
-            # (outside the except clauses: an exception raised while one is handled
+        if rest:
+            # (outside the except clause: an exception raised while one is handled
             # would get that one as its __context__, where httptools puts ours)
             self._go_on(rest)
-            return
-        if self.in_headers:
-            # The read ended inside a header section. llhttp holds a partial header
-            # line itself, unbounded: cap what we let it hold. (This counts the whole
-            # read, an upper bound of the section's part in it.)
-            self._tail = (self._tail + data)[-3:] if self._head_bytes else data[-3:]
-            self._head_bytes += len(data)
-            if self._head_bytes > self._max_head:
-                self._fail(HttpError(431, "header section too large"))
-        self._last_byte = data[-1]  # (see release)
+
+    def _stopped(self, e: Exception, data: bytes, start: tuple | None, done: int) -> bytes:
+        """llhttp stopped inside `data`: for us (a body decoded here, a method it does
+        not know), or at a request it refused. Returns what follows for us to read."""
+        if isinstance(e, httptools.HttpParserCallbackError):
+            err = e.__context__
+            if type(err) is _TakeBody:
+                return self._take_over(data, rules.body_start, start, done,
+                                       self._body_decoder())
+            self._fail(err if isinstance(err, HttpError) else HttpError(400, str(err)))
+        elif isinstance(e, httptools.HttpParserUpgrade):
+            self._upgrade_refused()
+        elif isinstance(e, httptools.HttpParserInvalidMethodError):
+            return self._take_over(data, rules.method_start, start, done, rules.MethodRun())
+        else:
+            self._parse_error(str(e))
+        return b""
 
     def _go_on(self, rest: bytes) -> None:
         """The bytes after where llhttp stopped, taken as a read of their own. A loop

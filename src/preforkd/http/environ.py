@@ -150,7 +150,7 @@ class EnvironBuilder:
             self.forwarding += ("HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PORT")
         self.targets: dict[bytes, dict[str, str]] = {}  # read directly on the hot path
         self._names: dict[bytes, str] = {}
-        self._methods: dict[bytes, str] = {}
+        self.methods: dict[bytes, str] = {}  # read directly on the hot path
         self._listeners: dict[Any, dict[str, Any]] = {}
 
     def target(self, target: bytes) -> dict[str, str]:
@@ -222,21 +222,27 @@ class EnvironBuilder:
                     break
         return env
 
+    def method(self, raw: bytes) -> str:
+        """REQUEST_METHOD for `raw` (remembered: `methods` is read on the hot path)."""
+        method = raw.decode("ascii")
+        if len(self.methods) < 64:
+            self.methods[raw] = method
+        return method
+
     def fill(self, env: dict[str, Any], line: dict[str, str], req: Request) -> dict[str, Any]:
         """The environ for one request, made from `env`: with_headers() for its header
         fields (a copy, unless made for this request alone), and `line`, target() for
-        its target."""
+        its target. (WsgiExchange.respond has this inline for its busiest case.)"""
         env.update(line)
-        method = self._methods.get(req.method)
-        if method is None:
-            method = req.method.decode("ascii")
-            if len(self._methods) < 64:
-                self._methods[req.method] = method
-        env["REQUEST_METHOD"] = method
+        env["REQUEST_METHOD"] = self.methods.get(req.method) or self.method(req.method)
         if not req.plain:
-            if req.version != "1.1":
-                env["SERVER_PROTOCOL"] = "HTTP/" + req.version
-            if req.content_length >= 0 or req.chunked:
-                env["CONTENT_LENGTH"] = str(req.body_size)
-                env["wsgi.input"] = req.body_file()
+            self.fill_framing(env, req)
         return env
+
+    def fill_framing(self, env: dict[str, Any], req: Request) -> None:
+        """The keys a request that is not plain (see Request.plain) may change."""
+        if req.version != "1.1":
+            env["SERVER_PROTOCOL"] = "HTTP/" + req.version
+        if req.content_length >= 0 or req.chunked:
+            env["CONTENT_LENGTH"] = str(req.body_size)
+            env["wsgi.input"] = req.body_file()

@@ -56,6 +56,7 @@ class WsgiResponder:
         self.environ = environ
         self.targets = environ.targets
         self.fill = environ.fill  # (bound once: per request)
+        self.methods, self.method = environ.methods, environ.method
         # The last (status, headers) the app gave and their encoding: apps answer
         # the same way again and again, so most requests skip validation.
         self.last_status: Any = None
@@ -108,7 +109,12 @@ class WsgiExchange:
         line = wsgi.targets.get(req.target) or wsgi.environ.target(req.target)
         self.status = None
         if req.headers is self.env_headers:  # (equal lists arrive as one: connection.py)
-            env = wsgi.fill(self.env_template.copy(), line, req)
+            # (environ.fill, inline: on the busiest path a call costs as much as this)
+            env = self.env_template.copy()
+            env.update(line)
+            env["REQUEST_METHOD"] = wsgi.methods.get(req.method) or wsgi.method(req.method)
+            if not req.plain:
+                wsgi.environ.fill_framing(env, req)
         elif driver.served > 2:
             # Cached only once a connection proves busy: a freed template leaves
             # a hole in the heap, and idle connections would keep RSS at the peak.
