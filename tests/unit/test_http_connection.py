@@ -195,6 +195,26 @@ def test_request_before_an_error_still_comes_first():
 
 
 @pytest.mark.parametrize("splits", ["whole", "bytes"])
+def test_a_known_target_does_not_vouch_for_what_follows_it(splits):
+    # The usual targets are remembered; a target that begins like one (split across
+    # reads, or longer) is still looked at whole.
+    ok = b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n"
+    for bad in (b"/a#f", b"/a?x#f"):
+        evs = summary(events(ok + b"GET " + bad + b" HTTP/1.1\r\nHost: t\r\n\r\n", splits))
+        assert evs[0][1] == b"/a" and evs[1] == ("error", 400), bad
+
+
+def test_the_usual_targets_cache_stays_bounded():
+    from preforkd.http import connection
+
+    for i in range(connection._USUAL_MAX + 10):
+        events(b"GET /%d HTTP/1.1\r\nHost: t\r\n\r\n" % i)
+        assert len(connection._USUAL_TARGETS) <= connection._USUAL_MAX
+    events(b"GET /" + b"x" * connection._USUAL_MAX_LEN + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert all(len(t) <= connection._USUAL_MAX_LEN for t in connection._USUAL_TARGETS)
+
+
+@pytest.mark.parametrize("splits", ["whole", "bytes"])
 def test_limits(splits):
     small = Limits(max_request_line_bytes=64, max_header_bytes=256, max_header_count=3,
                    max_body_bytes=10, body_buffer_bytes=4)
