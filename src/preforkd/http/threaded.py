@@ -81,24 +81,23 @@ class Waker:
 
 
 class Task:
-    """One app call: made in the loop, run in a thread, finished in the loop."""
+    """One app call: made in the loop, run in a thread, finished in the loop. Fields
+    most calls leave alone are class attributes (a task is made per request)."""
 
-    __slots__ = ("exchange", "env", "status", "headers", "result", "chunks", "cancelled",
-                 "started", "req", "thread", "reported", "wrote")
+    status: str | None = None
+    headers: Any = None
+    result: Any = None
+    chunks: queue.Queue | None = None  # a stream's chunks, once it is one
+    cancelled = False  # the client went: stop pulling
+    started = 0.0
+    thread = 0
+    reported = False
+    wrote = False  # write() was called: the body is a stream
 
     def __init__(self, exchange: ThreadedExchange, env: dict[str, Any], req: Request) -> None:
         self.exchange = exchange
         self.env = env
         self.req = req
-        self.status: str | None = None
-        self.headers: Any = None
-        self.result: Any = None
-        self.chunks: queue.Queue | None = None  # a stream's chunks, once it is one
-        self.cancelled = False  # the client went: stop pulling
-        self.started = 0.0
-        self.thread = 0
-        self.reported = False
-        self.wrote = False  # write() was called: the body is a stream
 
     def start_response(self, status: str, headers: list, exc_info: Any = None) -> Any:
         if exc_info is not None:
@@ -138,10 +137,17 @@ class Task:
 
 
 class ThreadPool:
-    """N daemon threads taking Tasks in arrival order. The loop wakes one thread per
-    loop turn, however many tasks the turn queued, and a thread that takes a task
-    while more wait wakes one more: waking a thread preempts the waker on its CPU,
-    and the loop should pay that once per turn, not once per request."""
+    """N daemon threads taking Tasks in arrival order.
+
+    Each thread sleeps on a lock of its own, and idle threads wait on a stack: the
+    last one to go idle is woken first (its memory is warm). Waking a thread costs
+    two context switches at least, and with the GIL a thread woken while another
+    runs Python code only waits, so threads are woken one at a time: the loop wakes
+    one per loop turn if tasks wait, and a thread that takes a task while more wait
+    wakes one more, unless one is already on its way. A thread whose app call
+    blocks (I/O) lets the one it woke run, which wakes the next: blocking apps get
+    every thread; a CPU-bound app's tasks are run by one or two threads, one after
+    another, with few switches. (A Condition would take many more Python steps.)"""
 
     def __init__(self, threads: int, app: Callable[..., Any], waker: Waker,
                  loop: Any) -> None:
@@ -149,12 +155,15 @@ class ThreadPool:
         self.waker = waker
         self.loop = loop
         self.todo: collections.deque[Task] = collections.deque()
-        self.cond = threading.Condition(threading.Lock())
-        self.idle = 0
+        self.idle: list[Any] = []  # the locks of sleeping threads (held; release wakes)
+        self.woken: list[Any] = []  # those of threads woken and not yet running
         self.wake_due = False
         self.running: dict[int, Task] = {}
         for n in range(threads):
-            threading.Thread(target=self._work, name=f"preforkd-app-{n}", daemon=True).start()
+            lock = threading.Lock()
+            lock.acquire()
+            threading.Thread(target=self._work, args=(lock,), name=f"preforkd-app-{n}",
+                             daemon=True).start()
 
     def waiting(self) -> int:
         return len(self.todo)
@@ -167,33 +176,54 @@ class ThreadPool:
 
     def _wake(self) -> None:
         self.wake_due = False
-        with self.cond:
-            if self.idle:
-                self.cond.notify()
+        if self.todo and not self.woken:
+            self._wake_one()
 
-    def _take(self) -> Task:
-        with self.cond:
-            while not self.todo:
-                self.idle += 1
-                self.cond.wait()
-                self.idle -= 1
-            task = self.todo.popleft()
-            if self.todo and self.idle:
-                self.cond.notify()  # more to do: pass the word on
-            return task
+    def _wake_one(self) -> None:
+        try:
+            lock = self.idle.pop()
+        except IndexError:
+            return  # none idle (another thread may have just taken the last one)
+        self.woken.append(lock)
+        lock.release()
 
-    def _work(self) -> None:
-        me = threading.get_ident()
+    def _take(self, lock: Any) -> Task:
+        # List and deque operations are atomic: the GIL is the only lock needed. But
+        # another thread may act between two of them (hence the IndexErrors), and a
+        # thread taken off `idle` by another must consume the release it is given.
+        todo, idle, woken = self.todo, self.idle, self.woken
         while True:
-            task = self._take()
+            try:
+                task = todo.popleft()
+            except IndexError:
+                pass
+            else:
+                if todo and idle and not woken:
+                    self._wake_one()  # more to do, and no thread on its way: one more
+                return task
+            idle.append(lock)
+            if todo:  # work came in before this thread was seen idle
+                try:
+                    idle.remove(lock)
+                    continue
+                except ValueError:
+                    pass  # already woken: consume that release below
+            lock.acquire()
+            woken.remove(lock)
+
+    def _work(self, lock: Any) -> None:
+        me = threading.get_ident()
+        running, monotonic = self.running, time.monotonic
+        while True:
+            task = self._take(lock)
             if task.cancelled:
                 continue
-            task.started, task.thread = time.monotonic(), me
-            self.running[me] = task
+            task.started, task.thread = monotonic(), me
+            running[me] = task
             try:
                 self._call(task)
             finally:
-                self.running.pop(me, None)
+                del running[me]
 
     def _call(self, task: Task) -> None:
         exchange = task.exchange
@@ -203,7 +233,8 @@ class ThreadPool:
                 self._pull(task, iter(result))
             elif type(result) is list:
                 task.result = None
-                self.waker.call(exchange.whole, task, b"".join(result))
+                self.waker.call(exchange.whole, task,
+                                result[0] if len(result) == 1 else b"".join(result))
             elif type(result) is FileWrapper and result.sendfile_span() is not None:
                 self.waker.call(exchange.file, task)
             else:
@@ -335,9 +366,21 @@ class ThreadedExchange(WsgiExchange):
         driver.proceed()
 
     def whole(self, task: Task, body: bytes) -> None:
-        if self._current(task):
-            self._plan(task, lambda: self.driver.send_whole(
-                self.wsgi.head_for(task.status, task.headers), body))
+        # (_plan, inline: this runs for most requests)
+        if task is not self.task or task.cancelled or self.driver is None:
+            return
+        driver, wsgi, status = self.driver, self.wsgi, task.status
+        try:
+            if status is None:
+                raise AppError("the app returned without calling start_response")
+            if status is wsgi.last_status and task.headers == wsgi.last_headers:
+                parts = wsgi.last_parts  # the app answered as last time (usual)
+            else:
+                parts = wsgi.head_for(status, task.headers)
+            driver.send_whole(parts, body)
+        except Exception as e:
+            driver.fail(e)
+        driver.proceed()
 
     def file(self, task: Task) -> None:
         if not self._current(task):
