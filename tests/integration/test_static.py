@@ -141,6 +141,24 @@ def test_a_large_file_arrives_whole(server, site):
     assert r.status == 206 and r.body == data[1000000:4000000]
 
 
+def test_files_around_the_read_or_sendfile_size_arrive_whole(server, site):
+    # Up to bodies.SMALL_FILE a span is read and sent with its head; past it, sendfile.
+    from preforkd.http.bodies import SMALL_FILE
+
+    data = os.urandom(3 * SMALL_FILE)
+    for size in (SMALL_FILE - 1, SMALL_FILE, SMALL_FILE + 1):
+        (site / f"f{size}.bin").write_bytes(data[:size])
+    srv = start(server, site)
+    for size in (SMALL_FILE - 1, SMALL_FILE, SMALL_FILE + 1):
+        r = get(srv, f"/static/f{size}.bin")
+        assert r.status == 200 and r.body == data[:size], size
+    (site / "big.bin").write_bytes(data)
+    for first, last in ((5, 5), (SMALL_FILE + 3, 2 * SMALL_FILE + 2),
+                        (SMALL_FILE + 3, 2 * SMALL_FILE + 3)):
+        r = get(srv, "/static/big.bin", range=f"bytes={first}-{last}")
+        assert r.status == 206 and r.body == data[first:last + 1], (first, last)
+
+
 def test_methods_missing_files_directories(server, site):
     srv = start(server, site, f'prefix = "/static/"\nroot = "{site}"',
                 f'prefix = "/bare/"\nroot = "{site}"\nindex = ""')

@@ -6,6 +6,7 @@ the caller, which hands them to `driver.fail()`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -66,9 +67,15 @@ class BodyStream:
         driver.finish()
 
 
+# A file span up to this size is read and leaves with its head in one send: a
+# second syscall (head, then sendfile) costs more than copying a few pages, and
+# the answer joins the loop turn's other writes. Larger spans go out with sendfile.
+SMALL_FILE = 16384
+
+
 def send_file(driver: Any, parts: HeadParts, fd: int, offset: int, count: int) -> None:
-    """The head, then `count` bytes of `fd` from `offset` with sendfile (or only the
-    head for HEAD and bodyless statuses)."""
+    """The head, then `count` bytes of `fd` from `offset` with sendfile, or read with
+    it when small (or only the head for HEAD and bodyless statuses)."""
     resp = driver.new_framing(parts)
     head = resp.head(count, driver.server.extra_head)
     if resp.content_length >= 0:
@@ -77,13 +84,19 @@ def send_file(driver: Any, parts: HeadParts, fd: int, offset: int, count: int) -
                                 f"of the file ({count} bytes)")
         count = resp.content_length
     if driver.served == 1:
-        # The head and the file leave in two sends: with Nagle on, the file's first
-        # segment would wait for the head's delayed ACK (40 ms a response).
+        # A large file's head and body leave in two sends: with Nagle on, the file's
+        # first segment would wait for the head's delayed ACK (40 ms a response).
         set_nodelay(driver.transport)
     if resp.head_only or count == 0:
         driver.transport.write(head)
         driver.finish()
-    else:
+        return
+    data = os.pread(fd, count, offset) if count <= SMALL_FILE else b""
+    if len(data) == count:
+        resp.sent = count
+        driver.transport.write_later(head + data)
+        driver.finish()
+    else:  # (a large span; or a file cut short since: sendfile's end ends the connection)
         resp.sent = count
         driver.transport.write_later(head)  # (sendfile sends it first, with MSG_MORE)
         driver.transport.sendfile(fd, offset, count, driver.file_sent)
