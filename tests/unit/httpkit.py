@@ -4,6 +4,7 @@ response parser that checks every response is well framed."""
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,9 @@ from preforkd.scoreboard import Scoreboard
 
 class FakeLoop:
     def __init__(self) -> None:
-        self.now = 1000.0
+        # The time of the turn (the real loop's is monotonic() after each poll): the
+        # clock, so that durations timed from it are real; tests move it on their own.
+        self.now = time.monotonic()
         self.soon: list = []
 
     def call_later(self, delay, cb, *args):

@@ -250,9 +250,13 @@ def test_durations_land_in_their_buckets():
         request = None
         started = 0.0
 
+    class Loop:
+        now = 0.0
+        call_soon = None
+
     sb = Scoreboard(1)
     slot = sb.view(0)
-    meter = RequestMeter(slot)
+    meter = RequestMeter(slot, Loop())
     d = Driver()
     for ago in (0.0, 0.3, 20.0):
         d.started = time.monotonic() - ago
@@ -262,3 +266,32 @@ def test_durations_land_in_their_buckets():
     assert slot.buckets[-1] == 1  # +Inf
     meter.error(d, 408)  # no request: counted, not timed
     assert slot.classes[4] == 1 and sum(slot.buckets) == 3
+
+
+def test_responses_of_the_turn_their_requests_came_in_are_timed_at_its_end():
+    class Driver:
+        request = None
+
+    class Loop:
+        def __init__(self) -> None:
+            self.now = time.monotonic()
+            self.soon: list = []
+
+        def call_soon(self, fn) -> None:
+            self.soon.append(fn)
+
+    sb = Scoreboard(1)
+    slot, loop = sb.view(0), Loop()
+    meter = RequestMeter(slot, loop)
+    d = Driver()
+    d.started = loop.now
+    for _ in range(16):  # a pipelined batch: one end-of-turn timing
+        meter.response(d, None, 200, 0)
+    assert slot.classes[2] == 16 and sum(slot.buckets) == 0 and len(loop.soon) == 1
+    loop.now -= 0.3  # (as if the turn had taken 300 ms: an app that computes inline)
+    loop.soon.pop()()
+    assert slot.buckets[DURATION_BUCKETS.index(0.5)] == 16
+    assert 16 * 0.3 <= slot.duration_sum < 16 * 0.31
+    d.started = loop.now = time.monotonic()
+    meter.response(d, None, 404, 0)  # the next turn schedules its own
+    assert len(loop.soon) == 1 and slot.classes[4] == 1

@@ -29,25 +29,49 @@ from preforkd.scoreboard import DURATION_BUCKETS
 
 TEXT = encode_head("200 OK", [("content-type", TEXT_TYPE)])
 OPENMETRICS = encode_head("200 OK", [("content-type", OPENMETRICS_TYPE)])
+_FIRST_BUCKET = DURATION_BUCKETS[0]
 
 
 class RequestMeter:
-    """Counts responses into the worker's own memory (the SlotWriter's lists)."""
+    """Counts responses into the worker's own memory (the SlotWriter's lists).
 
-    __slots__ = ("slot", "classes", "buckets")
+    A request is timed from the start of the loop turn that read it (its bytes were
+    in by then). A response to a request begun in this same turn leaves with the
+    turn's writes, at its end: such responses are counted as they come and timed
+    together once, when the turn ends (one clock read a turn, not one a response:
+    pipelined and busy connections answer many per turn). Others (a thread's
+    answer, a stream, a file sent over many turns) are timed as they finish."""
 
-    def __init__(self, slot: Any) -> None:
+    __slots__ = ("slot", "classes", "buckets", "loop", "in_turn")
+
+    def __init__(self, slot: Any, loop: Any) -> None:
         self.slot = slot
         self.classes = slot.classes
         self.buckets = slot.buckets
+        self.loop = loop
+        self.in_turn = 0  # responses of this turn's requests, timed at its end
 
     def response(self, driver: Any, req: Any, code: int, sent: int) -> None:
-        """A response handed over (the driver's observe hook; `driver.started` is when
-        its request was whole)."""
-        duration = monotonic() - driver.started
+        """A response handed over (the driver's observe hook; `driver.started` is the
+        start of the turn its request was whole in)."""
         self.classes[code // 100] += 1
-        self.buckets[bisect_left(DURATION_BUCKETS, duration)] += 1
-        self.slot.duration_sum += duration
+        if driver.started == self.loop.now:
+            self.in_turn += 1
+            if self.in_turn == 1:
+                self.loop.call_soon(self.end_turn)  # (runs after the turn's I/O)
+        else:
+            self.time(monotonic() - driver.started, 1)
+
+    def end_turn(self) -> None:
+        count, self.in_turn = self.in_turn, 0
+        self.time(monotonic() - self.loop.now, count)
+
+    def time(self, duration: float, count: int) -> None:
+        if duration <= _FIRST_BUCKET:
+            self.buckets[0] += count  # (most responses: no search)
+        else:
+            self.buckets[bisect_left(DURATION_BUCKETS, duration)] += count
+        self.slot.duration_sum += duration * count
 
     def error(self, driver: Any, status: int) -> None:
         """An error response: timed if it answers a request (an app failure's 500),

@@ -96,7 +96,7 @@ class HttpServer:
         driver then also notes when each request was whole) and `observe(driver, req,
         code, sent)`: the access log's, the metrics', or both. With neither, requests
         pay nothing."""
-        self.meter = RequestMeter(self.slot) if config.metrics_path else None
+        self.meter = RequestMeter(self.slot, self.loop) if config.metrics_path else None
         self.observing = self.access.enabled or self.meter is not None
         self.observe: Callable[[HttpProtocol, Any, int, int], None] = self.log_access
         if self.meter is not None:
