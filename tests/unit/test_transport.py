@@ -311,3 +311,23 @@ def test_the_metered_transport_counts_bytes_read_and_given_to_send(tmp_path):
     os.close(fd)
     assert (meter.bytes_in, meter.bytes_out) == (5, 3 + 4 + 5)
     assert peer.recv(100) == b"abcdefgxxxxx"
+
+
+def test_the_metered_transport_counts_held_bytes_once_as_they_leave():
+    meter = Meter()
+    KIND["class"] = metered_transport(meter)
+    loop, t, proto, peer, closed = make()
+    t.write_later(b"ab")
+    t.write_later(b"cd")
+    assert meter.bytes_out == 0  # (held for the turn's end)
+    tick(loop)
+    assert meter.bytes_out == 4
+    t.write_later(b"e")
+    t.flush()
+    t.write_later(b"f")
+    t.write(b"gh")  # sends the held byte first
+    t.write_later(b"dropped")
+    t.abort()
+    tick(loop)
+    assert meter.bytes_out == 4 + 1 + 1 + 2
+    assert peer.recv(100) == b"abcdefgh"
