@@ -107,7 +107,6 @@ class Mount:
         self.prefix = table.prefix.encode("ascii")
         self.root = table.root.rstrip("/") or "/"
         self.root_prefix = root_prefix(self.root)
-        self.checked: dict[str, tuple] = {}  # paths found inside the root (open_under)
         self.index = table.index
         self.follow = table.follow_symlinks
         self.fallthrough = table.fallthrough
@@ -129,15 +128,14 @@ class Mount:
 
     # -- the file system ------------------------------------------------------------
     def open(self, path: str) -> tuple[int, os.stat_result] | int:
-        found = open_under(path, self.root_prefix, self.follow, self.checked)
+        found = open_under(path, self.root_prefix, self.follow)
         if found == -1:
             # Outside the root: or the root is a symlink that was switched (a deploy)
             # since we took its real path. Take it again; outside is outside.
             fresh = root_prefix(self.root)
             if fresh != self.root_prefix:
                 self.root_prefix = fresh
-                self.checked.clear()
-                found = open_under(path, fresh, self.follow, self.checked)
+                found = open_under(path, fresh, self.follow)
             if found == -1:
                 return 404
         return found

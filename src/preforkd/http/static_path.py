@@ -36,7 +36,6 @@ OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 _BAD_BYTES = frozenset(range(0x20)) | {0x7F, 0x5C}  # control bytes, DEL, backslash
 _PROC_FD = "/proc/self/fd/"
 _HAVE_PROC = os.path.isdir(_PROC_FD)
-CHECKED_PATHS = 4096  # paths a mount remembers as checked (see open_under)
 
 
 def url_path(target: bytes) -> bytes:
@@ -76,18 +75,12 @@ def root_prefix(root: str) -> str:
     return real if real.endswith("/") else real + "/"
 
 
-def open_under(path: str, prefix: str, follow_symlinks: bool,
-               checked: dict[str, tuple] | None = None) -> tuple[int, os.stat_result] | int:
+def open_under(path: str, prefix: str, follow_symlinks: bool
+               ) -> tuple[int, os.stat_result] | int:
     """Open `path` (the root joined with names from split_path) for sending:
     (fd, stat) of a regular file or a directory, the fd open (the caller closes
     it), or a status: 404 (missing, not a file), 403 (permission), or -1 when the
-    file is outside `prefix` (the root's real path, see root_prefix).
-
-    `checked` remembers, per path, the file found inside the root: its inode and
-    ctime. When the path opens that same file in that same state again, the check
-    holds without asking the kernel where it went (the dearest syscall here). A
-    file made since has another ctime, even with a deleted one's inode number; a
-    path switched to another file is looked at again."""
+    file is outside `prefix` (the root's real path, see root_prefix)."""
     try:
         fd = os.open(path, OPEN_FLAGS)
     except OSError as e:
@@ -99,15 +92,11 @@ def open_under(path: str, prefix: str, follow_symlinks: bool,
     try:
         st = os.fstat(fd)
         if not follow_symlinks:
-            seen = (st.st_ino, st.st_dev, st.st_ctime_ns)
-            if checked is None or checked.get(path) != seen:
-                if not _inside(fd, path, prefix):
-                    os.close(fd)
-                    return -1
-                if checked is not None:
-                    if len(checked) >= CHECKED_PATHS:
-                        checked.clear()
-                    checked[path] = seen
+            real = os.readlink(_PROC_FD + str(fd)) if _HAVE_PROC else os.path.realpath(path)
+            # (inside the root, and no hidden name reached through a symlink)
+            if not (real + "/").startswith(prefix) or "/." in real[len(prefix) - 1:]:
+                os.close(fd)
+                return -1
         if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
             return fd, st
     except BaseException:
@@ -115,10 +104,3 @@ def open_under(path: str, prefix: str, follow_symlinks: bool,
         raise
     os.close(fd)
     return 404
-
-
-def _inside(fd: int, path: str, prefix: str) -> bool:
-    """Whether the file open as `fd` is under `prefix`, with no hidden name reached
-    through a symlink: the path the kernel actually opened, not one checked before."""
-    real = os.readlink(_PROC_FD + str(fd)) if _HAVE_PROC else os.path.realpath(path)
-    return (real + "/").startswith(prefix) and "/." not in real[len(prefix) - 1:]
