@@ -159,6 +159,25 @@ def test_files_around_the_read_or_sendfile_size_arrive_whole(server, site):
         assert r.status == 206 and r.body == data[first:last + 1], (first, last)
 
 
+def test_a_directory_moved_out_and_replaced_by_a_symlink_is_not_served(server, site):
+    # Every request looks again: a file served a moment ago under docs/ is refused
+    # once docs/ is a symlink leading out of the root, or to a hidden name.
+    srv = start(server, site)
+    assert get(srv, "/static/docs/index.html").status == 200
+    outside = site.parent / "moved-docs"
+    os.rename(site / "docs", outside)
+    (site / "docs").symlink_to(outside)
+    r = get(srv, "/static/docs/index.html")
+    assert r.status == 404 and b"docs" not in r.body
+    (site / "docs").unlink()
+    os.rename(outside, site / ".docs")
+    (site / "docs").symlink_to(".docs")
+    assert get(srv, "/static/docs/index.html").status == 404
+    (site / "docs").unlink()
+    os.rename(site / ".docs", site / "docs")
+    assert get(srv, "/static/docs/index.html").status == 200
+
+
 def test_methods_missing_files_directories(server, site):
     srv = start(server, site, f'prefix = "/static/"\nroot = "{site}"',
                 f'prefix = "/bare/"\nroot = "{site}"\nindex = ""')

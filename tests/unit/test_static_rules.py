@@ -18,7 +18,14 @@ from preforkd.http.conditional import (
     parse_range,
     precondition,
 )
-from preforkd.http.static_path import open_under, root_prefix, split_path, url_path
+from preforkd.http.static_path import (
+    open_under,
+    plain_open,
+    root_prefix,
+    split_path,
+    symlink_free,
+    url_path,
+)
 
 T = 784111777  # Sun, 06 Nov 1994 08:49:37 GMT
 DATE = b"Sun, 06 Nov 1994 08:49:37 GMT"
@@ -239,11 +246,17 @@ def test_open_under_refuses_what_leaves_the_root(tmp_path):
     assert prefix == str(root) + "/"
 
     def opened(name, follow=False):
-        found = open_under(str(root / name), prefix, follow)
-        if type(found) is int:
-            return found
-        os.close(found[0])
-        return "ok"
+        # Both ways: the open that refuses symlinks on the way (openat2) first, and
+        # the open-and-look alone (a root behind a symlink, or no openat2).
+        results = set()
+        for plain in (symlink_free(str(root)), False):
+            found = open_under(str(root / name), prefix, follow, plain)
+            if type(found) is not int:
+                os.close(found[0])
+                found = "ok"
+            results.add(found)
+        assert len(results) == 1, (name, results)
+        return results.pop()
 
     assert opened("a.txt") == "ok"
     assert opened("d") == "ok"  # (a directory: the caller looks for its index)
@@ -254,3 +267,37 @@ def test_open_under_refuses_what_leaves_the_root(tmp_path):
     assert opened("fifo") == 404  # and it did not block
     assert opened("missing") == 404
     assert opened("a.txt/x") == 404
+
+
+@pytest.mark.skipif(not plain_open.usable, reason="no openat2 on this kernel")
+def test_plain_open_refuses_any_symlink_on_the_way(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_text("f")
+    (tmp_path / "link-d").symlink_to(tmp_path / "d")
+    (tmp_path / "link-f").symlink_to(tmp_path / "d" / "f")
+    fd = plain_open(str(tmp_path / "d" / "f"))
+    assert fd >= 0
+    os.close(fd)
+    assert plain_open(str(tmp_path / "link-d" / "f")) == -1  # a directory on the way
+    assert plain_open(str(tmp_path / "link-f")) == -1  # the last name
+    with pytest.raises(FileNotFoundError):
+        plain_open(str(tmp_path / "d" / "missing"))
+    assert symlink_free(str(tmp_path / "d")) and not symlink_free(str(tmp_path / "link-d"))
+
+
+def test_a_kernel_or_sandbox_without_openat2_falls_back_for_good(tmp_path, monkeypatch):
+    import ctypes
+    import errno
+
+    from preforkd.http.static_path import PlainOpen
+
+    (tmp_path / "f").write_text("f")
+    opener = PlainOpen()
+
+    def refused(*args):
+        ctypes.set_errno(errno.ENOSYS)
+        return -1
+
+    monkeypatch.setattr(opener, "_syscall", refused, raising=False)
+    monkeypatch.setattr(opener, "usable", True)
+    assert opener(str(tmp_path / "f")) == -1 and not opener.usable

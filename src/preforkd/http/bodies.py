@@ -77,12 +77,15 @@ def send_file(driver: Any, parts: HeadParts, fd: int, offset: int, count: int) -
     """The head, then `count` bytes of `fd` from `offset` with sendfile, or read with
     it when small (or only the head for HEAD and bodyless statuses)."""
     resp = driver.new_framing(parts)
-    head = resp.head(count, driver.server.extra_head)
-    if resp.content_length >= 0:
-        if resp.content_length > count:
-            raise ResponseError(f"Content-Length {resp.content_length} is past the end "
+    declared = parts.content_length
+    if declared >= 0:
+        if declared > count:
+            raise ResponseError(f"Content-Length {declared} is past the end "
                                 f"of the file ({count} bytes)")
-        count = resp.content_length
+        count = declared
+    # (read before the head is made: a read that fails is still answered with a 500)
+    data = os.pread(fd, count, offset) if 0 < count <= SMALL_FILE and not resp.head_only else b""
+    head = resp.head(count, driver.server.extra_head)
     if driver.served == 1:
         # A large file's head and body leave in two sends: with Nagle on, the file's
         # first segment would wait for the head's delayed ACK (40 ms a response).
@@ -91,7 +94,6 @@ def send_file(driver: Any, parts: HeadParts, fd: int, offset: int, count: int) -
         driver.transport.write(head)
         driver.finish()
         return
-    data = os.pread(fd, count, offset) if count <= SMALL_FILE else b""
     if len(data) == count:
         resp.sent = count
         driver.transport.write_later(head + data)

@@ -42,7 +42,7 @@ class RequestMeter:
     pipelined and busy connections answer many per turn). Others (a thread's
     answer, a stream, a file sent over many turns) are timed as they finish."""
 
-    __slots__ = ("slot", "classes", "buckets", "loop", "in_turn")
+    __slots__ = ("slot", "classes", "buckets", "loop", "in_turn", "turn_start")
 
     def __init__(self, slot: Any, loop: Any) -> None:
         self.slot = slot
@@ -50,6 +50,7 @@ class RequestMeter:
         self.buckets = slot.buckets
         self.loop = loop
         self.in_turn = 0  # responses of this turn's requests, timed at its end
+        self.turn_start = 0.0
 
     def response(self, driver: Any, req: Any, code: int, sent: int) -> None:
         """A response handed over (the driver's observe hook; `driver.started` is the
@@ -58,13 +59,14 @@ class RequestMeter:
         if driver.started == self.loop.now:
             self.in_turn += 1
             if self.in_turn == 1:
+                self.turn_start = driver.started  # (end_turn may run in the next turn)
                 self.loop.call_soon(self.end_turn)  # (runs after the turn's I/O)
         else:
             self.time(monotonic() - driver.started, 1)
 
     def end_turn(self) -> None:
         count, self.in_turn = self.in_turn, 0
-        self.time(monotonic() - self.loop.now, count)
+        self.time(monotonic() - self.turn_start, count)
 
     def time(self, duration: float, count: int) -> None:
         if duration <= _FIRST_BUCKET:

@@ -45,7 +45,13 @@ from preforkd.http.conditional import (
 from preforkd.http.conditional import choose_coding as _choose
 from preforkd.http.connection import Request
 from preforkd.http.response import HeadParts
-from preforkd.http.static_path import open_under, root_prefix, split_path, url_path
+from preforkd.http.static_path import (
+    open_under,
+    root_prefix,
+    split_path,
+    symlink_free,
+    url_path,
+)
 
 log = logs.log
 
@@ -109,6 +115,9 @@ class Mount:
         self.root_prefix = root_prefix(self.root)
         self.index = table.index
         self.follow = table.follow_symlinks
+        # (a root reached through a symlink, as a deploy's `current`, always opens
+        # with a look at where it went: see static_path.open_under)
+        self.symlink_free = not self.follow and symlink_free(os.path.abspath(self.root))
         self.fallthrough = table.fallthrough
         self.codings = CODINGS if table.precompressed else ()
         self.vary = b"vary: accept-encoding\r\n" if table.precompressed else b""
@@ -128,7 +137,7 @@ class Mount:
 
     # -- the file system ------------------------------------------------------------
     def open(self, path: str) -> tuple[int, os.stat_result] | int:
-        found = open_under(path, self.root_prefix, self.follow)
+        found = open_under(path, self.root_prefix, self.follow, self.symlink_free)
         if found == -1:
             # Outside the root: or the root is a symlink that was switched (a deploy)
             # since we took its real path. Take it again; outside is outside.

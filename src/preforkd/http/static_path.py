@@ -16,8 +16,13 @@ Two steps, each closed to a way out:
    cannot block the worker; O_NOCTTY), fstat'ed, and unless the mount
    follows symlinks, the path the kernel actually opened (readlink of
    /proc/self/fd/N, one syscall, and about what was opened, not a path checked
-   before: no race) must lie under the root's real path. Anything but a regular
-   file (directory handled by the caller, device, FIFO, socket) is not served.
+   before: no race) must lie under the root's real path. Where the kernel has
+   openat2(2) (Linux 5.6) and the root's path has no symlink, the file is first
+   opened with RESOLVE_NO_SYMLINKS: that open fails if any component on the way
+   is a symlink, so one that succeeds went exactly where the plain names say,
+   inside the root, and needs no readlink; a path with a symlink in it falls
+   back to open and look. Anything but a regular file (directory handled by the
+   caller, device, FIFO, socket) is not served.
 
 These are blocking syscalls on a local file system: open, fstat and readlink
 of a cached inode take a few microseconds, like nginx's own (which also opens
@@ -27,15 +32,62 @@ file system would stall the worker on each of them; keep roots local.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import stat
+import sys
 from urllib.parse import unquote_to_bytes
 
 OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 _BAD_BYTES = frozenset(range(0x20)) | {0x7F, 0x5C}  # control bytes, DEL, backslash
 _PROC_FD = "/proc/self/fd/"
 _HAVE_PROC = os.path.isdir(_PROC_FD)
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+class PlainOpen:
+    """openat2(path, RESOLVE_NO_SYMLINKS): the fd, or -1 when a symlink is on the way
+    (or the kernel, or a sandbox, refuses openat2: then it is not asked again). Other
+    failures raise OSError as os.open does."""
+
+    SYS_OPENAT2 = 437  # (one number on every Linux architecture)
+    AT_FDCWD = -100
+    RESOLVE_NO_SYMLINKS = 0x04
+    UNUSABLE = frozenset((errno.ENOSYS, errno.EPERM, errno.EINVAL, errno.E2BIG))
+
+    def __init__(self) -> None:
+        self.usable = sys.platform.startswith("linux")
+        if self.usable:
+            self._syscall = ctypes.CDLL(None, use_errno=True).syscall
+            self._syscall.restype = ctypes.c_long
+            self._how = _OpenHow(OPEN_FLAGS, 0, self.RESOLVE_NO_SYMLINKS)
+            self._args = (ctypes.byref(self._how), ctypes.sizeof(self._how))
+
+    def __call__(self, path: str) -> int:
+        fd = self._syscall(self.SYS_OPENAT2, self.AT_FDCWD, os.fsencode(path), *self._args)
+        if fd >= 0:
+            return fd
+        err = ctypes.get_errno()
+        if err == errno.ELOOP:
+            return -1
+        if err in self.UNUSABLE:
+            self.usable = False
+            return -1
+        raise OSError(err, os.strerror(err), path)
+
+
+plain_open = PlainOpen()
+
+
+def symlink_free(path: str) -> bool:
+    """Whether no component of `path` (absolute) is a symlink: then plain_open can
+    open the files under it."""
+    return plain_open.usable and os.path.realpath(path) == os.path.normpath(path)
 
 
 def url_path(target: bytes) -> bytes:
@@ -75,14 +127,18 @@ def root_prefix(root: str) -> str:
     return real if real.endswith("/") else real + "/"
 
 
-def open_under(path: str, prefix: str, follow_symlinks: bool
+def open_under(path: str, prefix: str, follow_symlinks: bool, plain: bool = False
                ) -> tuple[int, os.stat_result] | int:
     """Open `path` (the root joined with names from split_path) for sending:
     (fd, stat) of a regular file or a directory, the fd open (the caller closes
     it), or a status: 404 (missing, not a file), 403 (permission), or -1 when the
-    file is outside `prefix` (the root's real path, see root_prefix)."""
+    file is outside `prefix` (the root's real path, see root_prefix). `plain`: the
+    root's path has no symlink (symlink_free), so try plain_open first."""
     try:
-        fd = os.open(path, OPEN_FLAGS)
+        fd = plain_open(path) if plain and plain_open.usable else -1
+        plain = fd >= 0  # (no symlink on the way: inside the root by its names)
+        if fd < 0:
+            fd = os.open(path, OPEN_FLAGS)
     except OSError as e:
         if e.errno == errno.EACCES:
             return 403
@@ -91,7 +147,7 @@ def open_under(path: str, prefix: str, follow_symlinks: bool
         return 404  # ENOENT, ENOTDIR, ELOOP, ENAMETOOLONG, ENXIO (a socket), ...
     try:
         st = os.fstat(fd)
-        if not follow_symlinks:
+        if not follow_symlinks and not plain:
             real = os.readlink(_PROC_FD + str(fd)) if _HAVE_PROC else os.path.realpath(path)
             # (inside the root, and no hidden name reached through a symlink)
             if not (real + "/").startswith(prefix) or "/." in real[len(prefix) - 1:]:

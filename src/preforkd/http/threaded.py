@@ -233,8 +233,7 @@ class ThreadPool:
                 self._pull(task, iter(result))
             elif type(result) is list:
                 task.result = None
-                self.waker.call(exchange.whole, task,
-                                result[0] if len(result) == 1 else b"".join(result))
+                self.waker.call(exchange.whole, task, b"".join(result))  # (one: no copy)
             elif type(result) is FileWrapper and result.sendfile_span() is not None:
                 self.waker.call(exchange.file, task)
             else:
