@@ -293,8 +293,9 @@ def status(config_path: str, pid: str | None, as_json: bool) -> None:
                + ("  reloading" if data["reloading"] else "")
                + (f"  stopping ({data['stopping']})" if data["stopping"] else ""))
     click.echo(f"{'index':>5} {'pid':>8} {'gen':>4} {'state':<9} {'requests':>9} "
-               f"{'accepted':>9} {'conns':>6} {'beat':>6} {'rss':>9}")
+               f"{'accepted':>9} {'conns':>6} {'overdue':>7} {'beat':>6} {'rss':>9}")
     for w in data["workers"]:
         click.echo(f"{w['index']:>5} {w['pid']:>8} {w['generation']:>4} {w['state']:<9} "
                    f"{w['requests']:>9} {w['accepted']:>9} {w['connections']:>6} "
-                   f"{w['heartbeat_age']:>5.1f}s {w['rss_kib'] / 1024:>7.1f}M")
+                   f"{w['overdue']:>7} {w['heartbeat_age']:>5.1f}s "
+                   f"{w['rss_kib'] / 1024:>7.1f}M")

@@ -34,6 +34,10 @@ FAMILIES = {
     "received_bytes": ("counter", "Bytes read from connections."),
     "sent_bytes": ("counter", "Bytes handed to connections to send."),
     "worker_draining": ("gauge", "1 while the worker drains (graceful stop or replacement)."),
+    "requests_overdue": ("gauge", "App calls running longer than request_timeout now "
+                                  "(threads = N)."),
+    "requests_overdue_logged": ("counter", "App calls logged for running longer than "
+                                           "request_timeout."),
     "generation": ("gauge", "The reload generation the master serves (1 at start)."),
     "worker_respawns": ("counter", "Workers replaced, by reason: crash (died unasked), "
                                    "timeout (heartbeat), recycle (a limit), reload."),
@@ -76,6 +80,8 @@ def render(meters: Iterable[Meters], master: MasterInfo,
     family("received_bytes", (("_total", w, m.bytes_in) for w, m in workers))
     family("sent_bytes", (("_total", w, m.bytes_out) for w, m in workers))
     family("worker_draining", (("", w, int(m.draining)) for w, m in workers))
+    family("requests_overdue", (("", w, m.overdue) for w, m in workers))
+    family("requests_overdue_logged", (("_total", w, m.overdue_total) for w, m in workers))
     family("generation", [("", "", master.generation)])
     family("worker_respawns", (("_total", f'reason="{r}"', master.respawns.get(r, 0))
                                for r in RESPAWN_REASONS))
@@ -116,7 +122,8 @@ def _sum(a: Meters, b: Meters) -> Meters:
                   a.reading + b.reading, a.writing + b.writing, a.waiting + b.waiting,
                   a.draining or b.draining, a.bytes_in + b.bytes_in, a.bytes_out + b.bytes_out,
                   add(a.classes, b.classes), a.duration_sum + b.duration_sum,
-                  add(a.buckets, b.buckets))
+                  add(a.buckets, b.buckets), a.overdue + b.overdue,
+                  a.overdue_total + b.overdue_total)
 
 
 def _escape(value: str) -> str:

@@ -40,7 +40,11 @@ DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 STATUS_CLASSES = 5
 _METERS = struct.Struct(f"<IQQ{STATUS_CLASSES}Qd{len(DURATION_BUCKETS) + 1}Q")
 OFF_METERS = 172
-SLOT_SIZE = 384  # (344 used; a multiple of 64: no slot shares a cache line with the next)
+# From byte 344: app calls running past request_timeout now (threads = N), and how
+# many were ever logged for it.
+_OVERDUE = struct.Struct("<IxxxxQ")
+OFF_OVERDUE = 344
+SLOT_SIZE = 384  # (360 used; a multiple of 64: no slot shares a cache line with the next)
 MAX_SLOTS = 1024
 
 # The master area: generation, boot failures, respawns by reason (RESPAWN_REASONS).
@@ -79,6 +83,7 @@ class SlotInfo:
     reading: int = 0
     writing: int = 0
     waiting: int = 0
+    overdue: int = 0  # app calls running past request_timeout
 
 
 @dataclass
@@ -98,6 +103,8 @@ class Meters:
     classes: tuple[int, ...]  # responses: 1xx, 2xx, 3xx, 4xx, 5xx
     duration_sum: float
     buckets: tuple[int, ...]  # per bucket of DURATION_BUCKETS, then +Inf; not cumulative
+    overdue: int = 0  # app calls running past request_timeout now
+    overdue_total: int = 0  # and how many were ever logged for it
 
 
 @dataclass
@@ -129,8 +136,9 @@ class Scoreboard:
          method, target, reading, writing, waiting) = _SLOT.unpack_from(self.mem,
                                                                       slot * SLOT_SIZE)
         request = method.rstrip(b"\0") + b" " + target.rstrip(b"\0")
+        overdue = _OVERDUE.unpack_from(self.mem, slot * SLOT_SIZE + OFF_OVERDUE)[0]
         return SlotInfo(slot, pid, index, gen, hb, started, requests, accepted, conns,
-                        rstart, request.decode("latin-1"), reading, writing, waiting)
+                        rstart, request.decode("latin-1"), reading, writing, waiting, overdue)
 
     def snapshot(self, now: float | None = None) -> list[dict[str, Any]]:
         """One dict per claimed slot (pid set), in slot order: the per-worker part of
@@ -138,8 +146,9 @@ class Scoreboard:
         `state` and `rss_kib`, and the workers' HTTP `status_path`).
 
         Keys: index, pid, generation, requests, accepted, connections, reading,
-        writing, waiting, heartbeat_age (seconds since the last beat at `now`,
-        default time.monotonic(), rounded to 3 places). Values are JSON-ready."""
+        writing, waiting, overdue (app calls running past request_timeout),
+        heartbeat_age (seconds since the last beat at `now`, default
+        time.monotonic(), rounded to 3 places). Values are JSON-ready."""
         now = time.monotonic() if now is None else now
         out = []
         for slot in range(self.slots):
@@ -150,6 +159,7 @@ class Scoreboard:
                         "requests": info.requests, "accepted": info.accepted,
                         "connections": info.connections, "reading": info.reading,
                         "writing": info.writing, "waiting": info.waiting,
+                        "overdue": info.overdue,
                         "heartbeat_age": round(now - info.heartbeat, 3)})
         return out
 
@@ -165,8 +175,9 @@ class Scoreboard:
             states = _STATES.unpack_from(self.mem, base + OFF_STATES)
             values = _METERS.unpack_from(self.mem, base + OFF_METERS)
             n = 3 + STATUS_CLASSES
+            overdue = _OVERDUE.unpack_from(self.mem, base + OFF_OVERDUE)
             out.append(Meters(index, gen, pid, accepted, *states, bool(values[0]), values[1],
-                              values[2], values[3:n], values[n], values[n + 1:]))
+                              values[2], values[3:n], values[n], values[n + 1:], *overdue))
         return out
 
     # -- the master area (written by the master only) ------------------------------
@@ -200,7 +211,7 @@ class SlotWriter:
     the worker's memory and published by `beat` (no shared-memory write per request)."""
 
     __slots__ = ("mem", "base", "requests", "accepted", "draining", "bytes_in", "bytes_out",
-                 "classes", "duration_sum", "buckets")
+                 "classes", "duration_sum", "buckets", "overdue", "overdue_total")
 
     def __init__(self, mem: mmap.mmap, base: int) -> None:
         self.mem = mem
@@ -213,6 +224,8 @@ class SlotWriter:
         self.classes = [0] * 10  # responses by status // 100 (1..5 are published)
         self.duration_sum = 0.0
         self.buckets = [0] * (len(DURATION_BUCKETS) + 1)  # index: bisect_left(bounds, d)
+        self.overdue = 0  # (set by the HTTP server's sweep: see ThreadPool.report_overdue)
+        self.overdue_total = 0
 
     def beat(self, now: float, connections: int,
              states: tuple[int, int, int] = (0, 0, 0)) -> None:
@@ -231,6 +244,7 @@ class SlotWriter:
         _METERS.pack_into(self.mem, self.base + OFF_METERS, self.draining, self.bytes_in,
                           self.bytes_out, *self.classes[1:STATUS_CLASSES + 1],
                           self.duration_sum, *self.buckets)
+        _OVERDUE.pack_into(self.mem, self.base + OFF_OVERDUE, self.overdue, self.overdue_total)
 
     def busy(self, now: float, method: bytes, target: bytes) -> None:
         """The request a worker whose loop went silent is stuck in, stamped by its

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import signal
 import socket
 import threading
@@ -103,11 +104,26 @@ def test_max_pending_answers_503_with_retry_after(server):
 
 
 def test_request_timeout_names_the_request_and_its_stack(server):
-    srv = server("-w", "1", "--threads", "2", "--request-timeout", "0.3", *APP)
+    srv = server("-w", "1", "--threads", "2", "--request-timeout", "0.3",
+                 "--status-path", "/status", "--metrics-path", "/metrics", *APP)
     srv.wait_ready(1)
-    assert get(srv, "/wait?ms=1500")[0] == 200
-    log = wait_until(lambda: "event=request-timeout" in srv.log() and srv.log(), timeout=3)
-    assert "request='GET /wait?ms=1500'" in log and "time.sleep" in log
+    slow = threading.Thread(target=get, args=(srv, "/wait?ms=3000"))
+    slow.start()
+    try:
+        log = wait_until(lambda: "event=request-timeout" in srv.log() and srv.log(),
+                         timeout=4)
+        assert "request='GET /wait?ms=3000'" in log and "time.sleep" in log
+        # Status and metrics show it while it runs (published with the next beat).
+        wait_until(lambda: json.loads(get(srv, "/status")[2])["workers"][0]["overdue"] == 1,
+                   timeout=3)
+        page = get(srv, "/metrics")[2].decode()
+        assert 'preforkd_requests_overdue{worker="0",generation="1"} 1' in page
+    finally:
+        slow.join()
+    wait_until(lambda: json.loads(get(srv, "/status")[2])["workers"][0]["overdue"] == 0,
+               timeout=3)
+    page = get(srv, "/metrics")[2].decode()
+    assert 'preforkd_requests_overdue_logged_total{worker="0",generation="1"} 1' in page
 
 
 def test_graceful_stop_waits_for_running_app_calls(server):

@@ -33,6 +33,7 @@ def known_scoreboard() -> Scoreboard:
     w.classes[2], w.classes[4], w.classes[5] = 6, 2, 1
     w.buckets[0], w.buckets[3], w.buckets[-1] = 4, 3, 1  # <= 1 ms, <= 25 ms, > 10 s
     w.duration_sum = 11.5
+    w.overdue, w.overdue_total = 1, 3
     w.beat(1.0, 3, (1, 0, 2))
     w = sb.view(2)  # worker 0's successor: summed into the same series
     w.accepted, w.bytes_in, w.bytes_out = 1, 10, 90
@@ -83,6 +84,8 @@ def test_families_types_and_help():
             "preforkd_received_bytes": "counter",
             "preforkd_sent_bytes": "counter",
             "preforkd_worker_draining": "gauge",
+            "preforkd_requests_overdue": "gauge",
+            "preforkd_requests_overdue_logged": "counter",
             "preforkd_generation": "gauge",
             "preforkd_worker_respawns": "counter",
             "preforkd_worker_boot_failures": "counter",
@@ -112,6 +115,9 @@ def test_per_worker_values_with_one_index_and_generation_summed():
         assert value(fams, "preforkd_sent_bytes", "preforkd_sent_bytes_total", **W0) == 9090
         d = "preforkd_worker_draining"
         assert (value(fams, d, d, **W0), value(fams, d, d, **W1)) == (0, 1)
+        o = "preforkd_requests_overdue"
+        assert (value(fams, o, o, **W0), value(fams, o, o, **W1)) == (1, 0)
+        assert value(fams, o + "_logged", o + "_logged_total", **W0) == 3
 
 
 def test_duration_histogram_is_cumulative_with_fixed_buckets():

@@ -11,13 +11,15 @@ def test_snapshot_lists_claimed_slots_in_slot_order():
     sb.set_pid(2, 4712)
     sb.claim(0, 4711, 0, 5, 10.0)
     writer = sb.view(0)
-    writer.requests, writer.accepted = 7, 3
+    writer.requests, writer.accepted, writer.overdue = 7, 3, 2
     writer.beat(11.0, 2, (1, 0, 1))
     assert sb.snapshot(now=11.25) == [
         {"index": 0, "pid": 4711, "generation": 5, "requests": 7, "accepted": 3,
-         "connections": 2, "reading": 1, "writing": 0, "waiting": 1, "heartbeat_age": 0.25},
+         "connections": 2, "reading": 1, "writing": 0, "waiting": 1, "overdue": 2,
+         "heartbeat_age": 0.25},
         {"index": 1, "pid": 4712, "generation": 5, "requests": 0, "accepted": 0,
-         "connections": 0, "reading": 0, "writing": 0, "waiting": 0, "heartbeat_age": 1.25},
+         "connections": 0, "reading": 0, "writing": 0, "waiting": 0, "overdue": 0,
+         "heartbeat_age": 1.25},
     ]
 
 

@@ -179,7 +179,9 @@ class HttpServer:
             proto.deadline_passed()
         self.access.flush()
         if self.pool is not None and self.config.request_timeout:
-            self.pool.report_overdue(self.config.request_timeout, now)
+            slot = self.slot  # (status and metrics show them: scoreboard.SlotWriter)
+            slot.overdue, logged = self.pool.report_overdue(self.config.request_timeout, now)
+            slot.overdue_total += logged
         loop.call_later(SWEEP_INTERVAL, self._sweep)
 
 

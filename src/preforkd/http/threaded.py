@@ -267,16 +267,20 @@ class ThreadPool:
         result, task.result = task.result, None
         close_iterable(result)
 
-    def report_overdue(self, limit: float, now: float) -> None:
-        """Log, once each, the calls running longer than `limit`, with their stack."""
-        frames = sys._current_frames()
-        for ident, task in list(self.running.items()):
-            if not task.reported and now - task.started > limit:
-                task.reported = True
-                stack = "".join(traceback.format_stack(frames[ident])) if ident in frames else ""
-                line = f"{task.req.method.decode()} {task.req.target.decode('latin-1')}"
-                log.warning("event=request-timeout request=%r running=%.1fs\n%s", line,
-                            now - task.started, stack)
+    def report_overdue(self, limit: float, now: float) -> tuple[int, int]:
+        """Log, once each, the calls running longer than `limit`, with their stack.
+        Returns how many run that long now, and how many were logged now."""
+        late = [t for t in list(self.running.values()) if now - t.started > limit]
+        new = [t for t in late if not t.reported]
+        frames = sys._current_frames() if new else {}
+        for task in new:
+            task.reported = True
+            stack = ("".join(traceback.format_stack(frames[task.thread]))
+                     if task.thread in frames else "")
+            line = f"{task.req.method.decode()} {task.req.target.decode('latin-1')}"
+            log.warning("event=request-timeout request=%r running=%.1fs\n%s", line,
+                        now - task.started, stack)
+        return len(late), len(new)
 
 
 class QueuedStream(BodyStream):
