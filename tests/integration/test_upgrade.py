@@ -35,8 +35,9 @@ def new_master(srv) -> int:
     return pid
 
 
-def test_usr2_then_quit_old_master_drops_nothing(server):
-    srv = server(config=CONFIG)
+@pytest.mark.parametrize("extra", ["", "threads = 4\n"], ids=["inline", "threads"])
+def test_usr2_then_quit_old_master_drops_nothing(server, extra):
+    srv = server(config=CONFIG + extra)
     srv.wait_ready(2)
     oldbin = srv.pidfile.with_name(srv.pidfile.name + ".oldbin")
     load = Load(target(srv), 6.0)

@@ -31,8 +31,9 @@ def reload_times(srv, generations, pause: float) -> None:
         time.sleep(pause)
 
 
-def test_ten_hups_under_load_drop_nothing(server):
-    srv = server("-w", "2", *APP)
+@pytest.mark.parametrize("mode", [(), ("--threads", "4")], ids=["inline", "threads"])
+def test_ten_hups_under_load_drop_nothing(server, mode):
+    srv = server("-w", "2", *mode, *APP)
     first = srv.wait_ready(2)
     load = Load(target(srv), 8.0, "--keepalive", "8", "--fresh", "8")
     time.sleep(1.0)
