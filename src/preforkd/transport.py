@@ -38,11 +38,12 @@ class Connection:
     asks for one (an option, shutdown, an address): making one costs a
     getsockname() syscall, which a one-request connection does not need."""
 
-    __slots__ = ("_sock", "_fd", "_peer", "_listener", "_lost")
+    __slots__ = ("_sock", "_fd", "_peer", "_listener", "_lost", "_extra")
 
     def __init__(self, sock: socket.socket | int, peername: Any, listener: Any) -> None:
         self._peer = peername  # from accept(), handed out once (then getpeername())
         self._listener = listener  # shared by all connections it accepted
+        self._extra: dict[str, Any] | None = None  # set_extra_info's (a PROXY header's)
         if isinstance(sock, int):
             self._sock: Any = None
             self._fd = sock
@@ -52,6 +53,9 @@ class Connection:
         self._lost = False
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
+        extra = self._extra
+        if extra is not None and name in extra:
+            return extra[name]
         try:
             if name == "listener":
                 return self._listener
@@ -67,6 +71,9 @@ class Connection:
         except OSError:
             return default
         return default
+
+    def set_extra_info(self, extra: dict[str, Any]) -> None:
+        self._extra = {**self._extra, **extra} if self._extra else dict(extra)
 
     def setsockopt(self, level: int, option: int, value: int) -> None:
         """A socket option, without keeping a socket object for it (idle connections

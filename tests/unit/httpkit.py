@@ -120,10 +120,17 @@ class FakeTransport:
     def set_protocol(self, protocol) -> None:
         self.protocol = protocol
 
+    extra: dict = {}
+
     def get_extra_info(self, name, default=None):
+        if name in self.extra:
+            return self.extra[name]
         info = {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000),
                 "socket": None, "listener": LISTENER}
         return info.get(name, default)
+
+    def set_extra_info(self, extra) -> None:
+        self.extra = {**self.extra, **extra}
 
 
 def make_server(app: Any = None, **overrides: Any) -> HttpServer:

@@ -26,7 +26,9 @@ class PeerTransport(FakeTransport):
     peer: object = ("127.0.0.1", 50000)
 
     def get_extra_info(self, name, default=None):
-        return self.peer if name == "peername" else super().get_extra_info(name, default)
+        if name == "peername" and name not in self.extra:
+            return self.peer
+        return super().get_extra_info(name, default)
 
 
 def request(fields: str = "", host: str = "app.internal:8000") -> bytes:

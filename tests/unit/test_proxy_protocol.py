@@ -120,7 +120,9 @@ class PeerTransport(FakeTransport):
     peer = REAL_PEER
 
     def get_extra_info(self, name, default=None):
-        return self.peer if name == "peername" else super().get_extra_info(name, default)
+        if name == "peername" and name not in self.extra:
+            return self.peer
+        return super().get_extra_info(name, default)
 
 
 def serve(chunks, version="auto", allow=None, peer=REAL_PEER, inner=Recorder, eof=False):

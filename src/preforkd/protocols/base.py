@@ -66,6 +66,10 @@ class Transport(_Interface):
         """"peername", "sockname", "socket", and "listener": the Listener that accepted
         the connection (its `address` and `family`)."""
 
+    def set_extra_info(self, extra: dict[str, Any]) -> None:
+        """From now on get_extra_info answers these names with these values (what a
+        wrapping protocol learned: a PROXY header's addresses)."""
+
     def setsockopt(self, level: int, option: int, value: int) -> None: ...
 
     def get_write_buffer_size(self) -> int: ...
