@@ -20,9 +20,10 @@ the app. Requests beyond the threads wait in arrival order (a connection's
 pipelined requests one after another); past `max_pending` waiting, a request
 is answered 503 with Retry-After at once. A request running longer than
 `request_timeout` is logged once with its thread's stack, and counted in the
-status and metrics while it runs (Python cannot kill a thread). Graceful stop and reload wait for running calls (a connection with
-a call in flight is not idle), bounded by graceful_timeout; the threads are
-daemons, so a call still stuck then does not hold the process.
+status and metrics while it runs (Python cannot kill a thread). Graceful stop
+and reload wait for running calls (a connection with a call in flight is not
+idle), bounded by graceful_timeout; the threads are daemons, so a call still
+stuck then does not hold the process.
 """
 
 from __future__ import annotations
