@@ -4,6 +4,7 @@ response parser that checks every response is well framed."""
 from __future__ import annotations
 
 import re
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,7 @@ from preforkd import config as configmod
 from preforkd.http.connection import NEED_DATA, HttpConnection, Limits
 from preforkd.http.driver import HttpProtocol
 from preforkd.http.server import HttpServer
+from preforkd.listeners import Listener
 from preforkd.protocols.base import Host
 from preforkd.scoreboard import Scoreboard
 
@@ -131,6 +133,17 @@ class FakeTransport:
 
     def set_extra_info(self, extra) -> None:
         self.extra = {**self.extra, **extra}
+
+
+def accepted_tcp() -> tuple[Any, Listener, socket.socket, int, Any]:
+    """A loopback listener with one connection accepted: (listening socket, its
+    Listener, the client's socket, the accepted fd and the peer's address)."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(8)
+    client = socket.create_connection(lsock.getsockname())
+    fd, addr = lsock._accept()
+    return lsock, Listener(lsock, "127.0.0.1:0"), client, fd, addr
 
 
 def make_server(app: Any = None, **overrides: Any) -> HttpServer:

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from preforkd.listeners import Listener
 from preforkd.loop import Loop
 from preforkd.protocols.base import Protocol
 from preforkd.protocols.echo import EchoProtocol
@@ -22,7 +21,7 @@ from preforkd.protocols.proxy_header import MAX_V2_LENGTH, V2_SIGNATURE, ProxyIn
 from preforkd.protocols.wrapping import PrefixError
 from preforkd.transport import Transport
 
-from httpkit import FakeTransport, make_server, parse_responses
+from httpkit import FakeTransport, accepted_tcp, make_server, parse_responses
 
 REAL_PEER = ("127.0.0.1", 50000)  # what FakeTransport says
 REAL_SOCK = ("127.0.0.1", 8000)
@@ -506,12 +505,7 @@ def run_until(loop, done):
 
 def test_over_tcp_with_the_real_transport():
     loop = Loop()
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(8)
-    listener = Listener(lsock, "127.0.0.1:0")
-    client = socket.create_connection(lsock.getsockname())
-    fd, addr = lsock._accept()
+    lsock, listener, client, fd, addr = accepted_tcp()
     closed: list = []
     stats = ProxyStats()
     proto = ProxyProtocol.factory(SayPeer, "auto", ["127.0.0.0/8"], stats)()
@@ -544,15 +538,11 @@ def test_over_tcp_with_the_real_transport():
 
 def test_over_tcp_a_refused_peer_gets_nothing():
     loop = Loop()
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(8)
-    client = socket.create_connection(lsock.getsockname())
-    fd, addr = lsock._accept()
+    lsock, listener, client, fd, addr = accepted_tcp()
     closed: list = []
     stats = ProxyStats()
     proto = ProxyProtocol(SayPeer, allow=["10.0.0.0/8"], stats=stats)
-    t = Transport(loop, fd, proto, closed.append, addr, Listener(lsock, "127.0.0.1:0"))
+    t = Transport(loop, fd, proto, closed.append, addr, listener)
     t.start()
     run_until(loop, lambda: bool(closed))
     client.settimeout(1)

@@ -3,19 +3,17 @@ the peer the prefix named: in memory, and over real TCP with the real transport.
 
 from __future__ import annotations
 
-import socket
 import sys
 
 from preforkd import config as configmod
 from preforkd.http.server import HttpServer
-from preforkd.listeners import Listener
 from preforkd.loop import Loop
 from preforkd.protocols.base import Host
 from preforkd.protocols.wrapping import PrefixError, WrappingProtocol
 from preforkd.scoreboard import Scoreboard
 from preforkd.transport import Transport
 
-from httpkit import FakeTransport, make_server, parse_responses
+from httpkit import FakeTransport, accepted_tcp, make_server, parse_responses
 
 
 class PeerLine(WrappingProtocol):
@@ -77,12 +75,7 @@ def test_over_tcp_with_the_real_transport():
     connections: set = set()
     host = Host(loop, scoreboard, scoreboard.view(0), 0, 1, connections)
     server = HttpServer(configmod.load("", {"app": "_wrap_app:app"}), host)
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(8)
-    listener = Listener(lsock, "127.0.0.1:0")
-    client = socket.create_connection(lsock.getsockname())
-    fd, addr = lsock._accept()
+    lsock, listener, client, fd, addr = accepted_tcp()
     closed: list = []
     t = Transport(loop, fd, PeerLine(server.make_protocol), closed.append, addr, listener)
     connections.add(t)
